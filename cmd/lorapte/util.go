@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"lorapte/core/export"
+)
+
+// osFS is an fs.FS over absolute paths (given without the leading slash,
+// as io/fs requires). Its files are *os.File, which implement io.ReaderAt.
+type osFS struct{}
+
+func (osFS) Open(name string) (fs.File, error) {
+	if !fs.ValidPath(name) {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrInvalid}
+	}
+	return os.Open(string(filepath.Separator) + filepath.FromSlash(name))
+}
+
+// fsPath turns an absolute OS path into an osFS path.
+func fsPath(abs string) string {
+	p := filepath.ToSlash(filepath.Clean(abs))
+	p = strings.TrimPrefix(p, "/")
+	if p == "" {
+		return "."
+	}
+	return p
+}
+
+func newBufWriter(w io.Writer) *bufio.Writer { return bufio.NewWriterSize(w, 1<<20) }
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// terminalProgress redraws one status line: stage, percent, MB/s.
+func terminalProgress(w io.Writer, start time.Time) export.Progress {
+	return func(stage string, done, total int64) {
+		pct := 0.0
+		if total > 0 {
+			pct = 100 * float64(done) / float64(total)
+		}
+		rate := float64(done) / (1 << 20) / time.Since(start).Seconds()
+		fmt.Fprintf(w, "\r%-6s %5.1f%%  %s / %s  %.1f MB/s   ", stage, pct, humanBytes(done), humanBytes(total), rate)
+		if stage == "done" {
+			fmt.Fprintln(w)
+		}
+	}
+}

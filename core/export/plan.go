@@ -1,0 +1,274 @@
+package export
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+
+	"lorapte/core/hf"
+	"lorapte/core/inmemfs"
+	"lorapte/core/llama"
+	"lorapte/core/lora"
+	"lorapte/core/mil"
+	"lorapte/core/milblob"
+	"lorapte/core/mlpackage"
+	"lorapte/core/pte"
+	"lorapte/core/safetensors"
+)
+
+// Paths inside each Core ML delegate blob (pte.md §5.3).
+const (
+	metadataPath = "metadata.json"
+	pkgDir       = "model.mlpackage/"
+	manifestPath = pkgDir + mlpackage.ManifestPath
+	modelPath    = pkgDir + mlpackage.ModelPath
+	weightPath   = pkgDir + mlpackage.WeightPath
+)
+
+// part is one planned Core ML partition.
+type part struct {
+	kind       llama.Part
+	weights    *weightPlan
+	fns        []llama.Function
+	model      []byte // model.mlmodel
+	identifier string // "executorch_<hex>"
+	metadata   []byte
+	manifest   []byte
+	blob       *inmemfs.Layout
+	segment    int // named-data segment index
+}
+
+// Plan is a fully planned export: every size and offset is known.
+type Plan struct {
+	cfg      *hf.Config
+	spec     *llama.Spec
+	opts     Options
+	base     *safetensors.Source
+	adapters map[string]*lora.Adapter
+	digest   []byte
+	parts    []*part
+	consts   []byte // constant segment
+	constOffsets []uint64
+	cmjr     [][]byte
+	program  *pte.Program
+	layout   *pte.Layout
+}
+
+// NewPlan reads configs and safetensors headers (no tensor data besides
+// the digest samples) and plans the whole file.
+func NewPlan(req Request) (*Plan, error) {
+	o := req.Options
+	if err := o.parse(); err != nil {
+		return nil, err
+	}
+	cfg, base, err := loadModel(req.FS, req.ModelDir)
+	if err != nil {
+		return nil, err
+	}
+	adapters, names, err := loadAdapters(cfg, base, &req)
+	if err != nil {
+		return nil, err
+	}
+	spec := &llama.Spec{Cfg: cfg, Adapters: names, Opts: llama.Options{
+		Multifunction: o.Multifunction, FP32: o.DType == "fp32", MaxContextLen: o.MaxContextLen,
+		InputLen: o.InputLen, GraphBreaks: !o.NoGraphBreaks, TargetSplitSize: o.TargetSplitSize, MaxSplits: o.MaxSplits,
+	}}
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Plan{cfg: cfg, spec: spec, opts: o, base: base, adapters: adapters}
+	if p.digest, err = digest(req, base, adapters, &o); err != nil {
+		return nil, err
+	}
+	for i, kind := range spec.Parts() {
+		pp, err := p.planPart(i, kind)
+		if err != nil {
+			return nil, err
+		}
+		p.parts = append(p.parts, pp)
+	}
+	if err := p.planProgram(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Plan) planPart(index int, kind llama.Part) (*part, error) {
+	w := newWeightPlan(p.cfg, p.base, p.adapters, &p.opts)
+	prog, fns, err := p.spec.Build(kind, w)
+	if err != nil {
+		return nil, err
+	}
+	if w.err != nil {
+		return nil, w.err
+	}
+	if err := w.blobs.Err(); err != nil {
+		return nil, err
+	}
+	model, err := prog.Model(fns[0].Method)
+	if err != nil {
+		return nil, fmt.Errorf("partition %s: %w", kind, err)
+	}
+	modelBytes, err := mil.Marshal(model)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	h.Write(p.digest)
+	fmt.Fprintf(h, "\x00partition %d %s\x00", index, kind)
+	h.Write(modelBytes)
+	id := "executorch_" + hex.EncodeToString(h.Sum(nil))[:32]
+	pp := &part{kind: kind, weights: w, fns: fns, model: modelBytes, identifier: id}
+	pp.metadata = metadataJSON(id, fns)
+	pp.manifest = mlpackage.Manifest([]byte(id))
+	pp.blob, err = inmemfs.Plan("lorapte_partition_"+strconv.Itoa(index), []inmemfs.File{
+		{Path: metadataPath, Size: int64(len(pp.metadata))},
+		{Path: manifestPath, Size: int64(len(pp.manifest))},
+		{Path: modelPath, Size: int64(len(modelBytes))},
+		{Path: weightPath, Size: w.blobs.Size()},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return pp, nil
+}
+
+// metadataJSON is the delegate's metadata.json in its multifunction form,
+// spelled like Python's json.dumps (pte.md §5.4).
+func metadataJSON(id string, fns []llama.Function) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"identifier": `)
+	writeJSONString(&b, id)
+	b.WriteString(`, "methods": {`)
+	for i, fn := range fns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		writeJSONString(&b, fn.Method)
+		b.WriteString(`: {"inputNames": `)
+		writeNames(&b, fn.Inputs)
+		b.WriteString(`, "outputNames": `)
+		writeNames(&b, fn.Outputs)
+		b.WriteString("}")
+	}
+	b.WriteString("}}")
+	return b.Bytes()
+}
+
+func writeNames(b *bytes.Buffer, ts []llama.Tensor) {
+	b.WriteString("[")
+	for i, t := range ts {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		writeJSONString(b, t.Name)
+	}
+	b.WriteString("]")
+}
+
+func writeJSONString(b *bytes.Buffer, s string) {
+	q, _ := json.Marshal(s)
+	b.Write(q)
+}
+
+// Size is the size of the .pte in bytes.
+func (p *Plan) Size() int64 { return p.layout.Size() }
+
+// Methods lists the executable methods in program order.
+func (p *Plan) Methods() []string {
+	var out []string
+	for _, m := range p.spec.Methods() {
+		out = append(out, m.Name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Write streams the planned file to w. It reads every source tensor once
+// per partition that stores it.
+func (p *Plan) Write(ctx context.Context, w io.Writer, progress Progress) error {
+	cw := &countingWriter{w: w, ctx: ctx, total: p.Size(), progress: progress}
+	pw := pte.NewWriter(cw, p.layout)
+	if err := pw.WriteSegment(0, p.consts); err != nil {
+		return err
+	}
+	for i, c := range p.cmjr {
+		if err := pw.WriteSegment(1+i, c); err != nil {
+			return err
+		}
+	}
+	enc := &encoder{fp32: p.opts.DType == "fp32"}
+	for _, pp := range p.parts {
+		err := pw.StreamSegment(pp.segment, func(sw io.Writer) error {
+			return p.writeBlob(sw, pp, enc)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if err := pw.Close(); err != nil {
+		return err
+	}
+	if progress != nil {
+		progress("done", cw.n, cw.total)
+	}
+	return nil
+}
+
+// writeBlob streams one partition's flattened directory.
+func (p *Plan) writeBlob(w io.Writer, pp *part, enc *encoder) error {
+	bw := inmemfs.NewWriter(w, pp.blob)
+	for _, f := range pp.blob.Files() {
+		var err error
+		switch f.Path {
+		case metadataPath:
+			err = bw.WriteFile(f.Path, bytes.NewReader(pp.metadata))
+		case manifestPath:
+			err = bw.WriteFile(f.Path, bytes.NewReader(pp.manifest))
+		case modelPath:
+			err = bw.WriteFile(f.Path, bytes.NewReader(pp.model))
+		case weightPath:
+			err = bw.StreamFile(f.Path, func(fw io.Writer) error {
+				mw := milblob.NewWriter(fw, pp.weights.blobs)
+				if err := enc.encode(pp.weights, mw); err != nil {
+					return err
+				}
+				return mw.Close()
+			})
+		default:
+			err = fmt.Errorf("internal: unplanned file %s", f.Path)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return bw.Close()
+}
+
+// countingWriter reports progress and honours cancellation between writes.
+type countingWriter struct {
+	w        io.Writer
+	ctx      context.Context
+	n, total int64
+	last     int64
+	progress Progress
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	if c.progress != nil && (c.n-c.last >= 1<<20 || c.n == c.total) {
+		c.last = c.n
+		c.progress("write", c.n, c.total)
+	}
+	return n, err
+}

@@ -1,0 +1,405 @@
+package export
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"lorapte/core/hf"
+	"lorapte/core/lora"
+	"lorapte/core/mil"
+	"lorapte/core/milblob"
+	"lorapte/core/quant"
+	"lorapte/core/safetensors"
+)
+
+// encoding says how a source tensor becomes blob bytes.
+type encoding int
+
+const (
+	encFloat encoding = iota // fp16 or fp32 copy
+	encQuant                 // int4/int8 codes + scales (two consecutive blobs)
+)
+
+// job produces one or two planned blobs from rows of one source tensor.
+type job struct {
+	src          *safetensors.Source
+	tensor       string // source tensor name
+	row0, rows   int
+	cols         int // 1 for vectors
+	enc          encoding
+	scheme       quant.Scheme
+	dataKey      string
+	scaleKey     string // encQuant only
+	label        string // for errors and progress
+	sourceFile   string
+}
+
+// weightPlan implements llama.Weights for one partition: it reserves blobs
+// in first-use order and hands every function the same offsets.
+type weightPlan struct {
+	cfg      *hf.Config
+	base     *safetensors.Source
+	adapters map[string]*lora.Adapter
+	fp32     bool
+	embQ     *quant.Scheme
+	linQ     *quant.Scheme
+
+	blobs *milblob.Plan
+	meta  map[string]uint64 // blob key → metadata offset
+	jobs  []*job
+	byKey map[string]*job
+	vars  map[*mil.Function]map[string]*mil.Var
+	err   error
+}
+
+func newWeightPlan(cfg *hf.Config, base *safetensors.Source, adapters map[string]*lora.Adapter, o *Options) *weightPlan {
+	return &weightPlan{
+		cfg: cfg, base: base, adapters: adapters, fp32: o.DType == "fp32",
+		embQ: o.embScheme, linQ: o.linScheme,
+		blobs: milblob.NewPlan(), meta: map[string]uint64{}, byKey: map[string]*job{}, vars: map[*mil.Function]map[string]*mil.Var{},
+	}
+}
+
+func (w *weightPlan) fail(err error) {
+	if w.err == nil {
+		w.err = err
+	}
+}
+
+func (w *weightPlan) floatBlob() milblob.DType {
+	if w.fp32 {
+		return milblob.FP32
+	}
+	return milblob.FP16
+}
+
+func (w *weightPlan) floatMIL() mil.DataType {
+	if w.fp32 {
+		return mil.FP32
+	}
+	return mil.FP16
+}
+
+// varName turns a tensor key into a MIL identifier.
+func varName(key string) string {
+	key = strings.TrimPrefix(key, "model.")
+	r := strings.NewReplacer(".", "_", "/", "_", "-", "_", ":", "_")
+	return "w_" + r.Replace(key)
+}
+
+// cached returns the function's var for key, creating it with mk once.
+func (w *weightPlan) cached(f *mil.Function, key string, mk func(name string) *mil.Var) *mil.Var {
+	m := w.vars[f]
+	if m == nil {
+		m = map[string]*mil.Var{}
+		w.vars[f] = m
+	}
+	if v, ok := m[key]; ok {
+		return v
+	}
+	v := mk(varName(key))
+	m[key] = v
+	return v
+}
+
+// reserve plans the blobs of a job once per partition.
+func (w *weightPlan) reserve(j *job) *job {
+	if old, ok := w.byKey[j.dataKey]; ok {
+		return old
+	}
+	n := int64(j.rows) * int64(j.cols)
+	if j.enc == encFloat {
+		w.meta[j.dataKey] = w.blobs.Add(j.dataKey, w.floatBlob(), n)
+	} else {
+		dt := milblob.INT8
+		if j.scheme.Bits == 4 {
+			dt = milblob.INT4
+		}
+		w.meta[j.dataKey] = w.blobs.Add(j.dataKey, dt, n)
+		groups, err := j.scheme.ScaleCount(j.cols)
+		if err != nil {
+			w.fail(fmt.Errorf("%s: %w", j.label, err))
+			groups = 1
+		}
+		w.meta[j.scaleKey] = w.blobs.Add(j.scaleKey, w.floatBlob(), int64(j.rows)*int64(groups))
+	}
+	w.byKey[j.dataKey] = j
+	w.jobs = append(w.jobs, j)
+	return j
+}
+
+func (w *weightPlan) offset(key string) uint64 {
+	off, ok := w.meta[key]
+	if !ok {
+		w.fail(fmt.Errorf("internal: blob %q not planned", key))
+	}
+	return off
+}
+
+// matrix returns a var for rows [row0,row0+rows) of a 2-D source tensor,
+// quantized with scheme s (nil = float).
+func (w *weightPlan) matrix(f *mil.Function, src *safetensors.Source, tensor string, row0, rows int, s *quant.Scheme, label string) *mil.Var {
+	info, ok := src.Info(tensor)
+	if !ok || len(info.Shape) != 2 {
+		w.fail(fmt.Errorf("tensor %s: missing or not 2-D", tensor))
+		return w.dummy(f, tensor)
+	}
+	cols := int(info.Shape[1])
+	key := tensor
+	if row0 != 0 || int64(rows) != info.Shape[0] {
+		key += "[" + strconv.Itoa(row0) + ":" + strconv.Itoa(row0+rows) + "]"
+	}
+	shape := []int64{int64(rows), int64(cols)}
+	if s == nil {
+		j := w.reserve(&job{src: src, tensor: tensor, row0: row0, rows: rows, cols: cols, enc: encFloat,
+			dataKey: key, label: label, sourceFile: info.File})
+		return w.cached(f, key, func(name string) *mil.Var {
+			return f.Const(name, mil.Blob(w.floatMIL(), shape, w.offset(j.dataKey)))
+		})
+	}
+	qkey := key + "@" + s.String()
+	j := w.reserve(&job{src: src, tensor: tensor, row0: row0, rows: rows, cols: cols, enc: encQuant, scheme: *s,
+		dataKey: qkey + ".data", scaleKey: qkey + ".scale", label: label, sourceFile: info.File})
+	groups, _ := s.ScaleCount(cols)
+	return w.cached(f, qkey, func(name string) *mil.Var {
+		dt := mil.INT8
+		if s.Bits == 4 {
+			dt = mil.INT4
+		}
+		data := mil.Blob(dt, shape, w.offset(j.dataKey))
+		scale := mil.Blob(w.floatMIL(), []int64{int64(rows), int64(groups)}, w.offset(j.scaleKey))
+		return f.ConstexprBlockwiseShiftScale(name, data, scale)
+	})
+}
+
+func (w *weightPlan) dummy(f *mil.Function, name string) *mil.Var {
+	return w.cached(f, "missing:"+name, func(n string) *mil.Var {
+		return f.Const(n, mil.ScalarF32(0))
+	})
+}
+
+// Embedding implements llama.Weights.
+func (w *weightPlan) Embedding(f *mil.Function) *mil.Var {
+	const name = "model.embed_tokens.weight"
+	return w.matrix(f, w.base, name, 0, w.cfg.Vocab, w.embQ, name)
+}
+
+// Linear implements llama.Weights. A tied model's LM head reads the
+// embedding table.
+func (w *weightPlan) Linear(f *mil.Function, name string, row0, rows int) *mil.Var {
+	src := name
+	if name == "lm_head.weight" && w.cfg.Tied {
+		src = "model.embed_tokens.weight"
+	}
+	return w.matrix(f, w.base, src, row0, rows, w.linQ, name)
+}
+
+// Vector implements llama.Weights.
+func (w *weightPlan) Vector(f *mil.Function, name string, i0, n int) *mil.Var {
+	info, ok := w.base.Info(name)
+	if !ok || len(info.Shape) != 1 {
+		w.fail(fmt.Errorf("tensor %s: missing or not 1-D", name))
+		return w.dummy(f, name)
+	}
+	key := name
+	if i0 != 0 || int64(n) != info.Shape[0] {
+		key += "[" + strconv.Itoa(i0) + ":" + strconv.Itoa(i0+n) + "]"
+	}
+	// A 1-D tensor is read as n rows of one column.
+	j := w.reserve(&job{src: w.base, tensor: name, row0: i0, rows: n, cols: 1, enc: encFloat,
+		dataKey: key, label: name, sourceFile: info.File})
+	return w.cached(f, key, func(vn string) *mil.Var {
+		return f.Const(vn, mil.Blob(w.floatMIL(), []int64{int64(n)}, w.offset(j.dataKey)))
+	})
+}
+
+// Has implements llama.Weights.
+func (w *weightPlan) Has(name string) bool {
+	_, ok := w.base.Info(name)
+	return ok
+}
+
+// LoRA implements llama.Weights.
+func (w *weightPlan) LoRA(f *mil.Function, adapter, module string) (a, b *mil.Var, scale float64, ok bool) {
+	ad := w.adapters[adapter]
+	if ad == nil {
+		return nil, nil, 0, false
+	}
+	m := ad.Modules[module]
+	if m == nil {
+		return nil, nil, 0, false
+	}
+	prefix := "lora/" + adapter + "/"
+	a = w.loraMatrix(f, ad, m.A, prefix+module+".lora_A", m.R, m.In)
+	b = w.loraMatrix(f, ad, m.B, prefix+module+".lora_B", m.Out, m.R)
+	return a, b, m.Scale, true
+}
+
+func (w *weightPlan) loraMatrix(f *mil.Function, ad *lora.Adapter, tensor, key string, rows, cols int) *mil.Var {
+	info, _ := ad.Source.Info(tensor)
+	j := w.reserve(&job{src: ad.Source, tensor: tensor, rows: rows, cols: cols, enc: encFloat,
+		dataKey: key, label: ad.Name + ": " + tensor, sourceFile: info.File})
+	return w.cached(f, key, func(string) *mil.Var {
+		name := "lora_" + ad.Name + "_" + strings.TrimPrefix(varName(strings.TrimPrefix(key, "lora/"+ad.Name+"/")), "w_")
+		return f.Const(name, mil.Blob(w.floatMIL(), []int64{int64(rows), int64(cols)}, w.offset(j.dataKey)))
+	})
+}
+
+// chunkRows bounds the rows converted at once so memory stays small for
+// any tensor size (an embedding table can be 1 GB as float32). Even row
+// counts keep int4 nibble pairs inside one chunk.
+func chunkRows(cols int) int {
+	const budget = 1 << 20 // elements per chunk
+	r := budget / cols
+	if r < 2 {
+		r = 2
+	}
+	return r &^ 1
+}
+
+// encoder streams a partition's weight.bin.
+type encoder struct {
+	fp32   bool
+	buf    []float32
+	codes  []int8
+	out    []byte
+	onRead func(n int64) // progress: source bytes consumed
+}
+
+// encode writes every job of the plan to bw in plan order.
+func (e *encoder) encode(w *weightPlan, bw *milblob.Writer) error {
+	for _, j := range w.jobs {
+		if err := e.encodeJob(j, bw); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *encoder) grow(n int) {
+	if cap(e.buf) < n {
+		e.buf = make([]float32, n)
+		e.codes = make([]int8, n)
+		e.out = make([]byte, 4*n)
+	}
+}
+
+func (e *encoder) encodeJob(j *job, bw *milblob.Writer) error {
+	step := chunkRows(j.cols)
+	if step > j.rows {
+		step = j.rows
+	}
+	e.grow(step * j.cols)
+	var scales16 []uint16
+	var scales32 []float32
+	groups := 1
+	if j.enc == encQuant {
+		var err error
+		if groups, err = j.scheme.ScaleCount(j.cols); err != nil {
+			return fmt.Errorf("%s: %w", j.label, err)
+		}
+		if e.fp32 {
+			scales32 = make([]float32, j.rows*groups)
+		} else {
+			scales16 = make([]uint16, j.rows*groups)
+		}
+	}
+	for r := 0; r < j.rows; r += step {
+		n := step
+		if r+n > j.rows {
+			n = j.rows - r
+		}
+		vals := e.buf[:n*j.cols]
+		if err := j.src.ReadFloat32(j.tensor, int64(j.row0+r), int64(n), vals); err != nil {
+			return fmt.Errorf("%s: %w", j.label, err)
+		}
+		if e.onRead != nil {
+			e.onRead(int64(len(vals)) * 2)
+		}
+		if err := checkFinite(vals, j, r, "a non-finite value"); err != nil {
+			return err
+		}
+		if !e.fp32 {
+			// The model is cast to the float dtype before quantization.
+			for i, v := range vals {
+				vals[i] = quant.RoundF16(v)
+			}
+			if err := checkFinite(vals, j, r, "a value outside the float16 range"); err != nil {
+				return err
+			}
+		}
+		var chunk []byte
+		switch {
+		case j.enc == encFloat && e.fp32:
+			chunk = putF32(e.out, vals)
+		case j.enc == encFloat:
+			chunk = putF16(e.out, vals)
+		default:
+			codes := e.codes[:len(vals)]
+			var err error
+			if e.fp32 {
+				err = quant.QuantizeRowsF32(vals, n, j.cols, j.scheme, codes, scales32[r*groups:(r+n)*groups])
+			} else {
+				err = quant.QuantizeRowsF16(vals, n, j.cols, j.scheme, codes, scales16[r*groups:(r+n)*groups])
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", j.label, err)
+			}
+			if j.scheme.Bits == 4 {
+				chunk = milblob.PackInt4(codes)
+			} else {
+				chunk = e.out[:len(codes)]
+				for i, c := range codes {
+					chunk[i] = byte(c)
+				}
+			}
+		}
+		if err := bw.Write(j.dataKey, chunk); err != nil {
+			return err
+		}
+	}
+	if j.enc == encQuant {
+		var b []byte
+		if e.fp32 {
+			b = putF32(make([]byte, 4*len(scales32)), scales32)
+		} else {
+			b = make([]byte, 2*len(scales16))
+			for i, s := range scales16 {
+				b[2*i], b[2*i+1] = byte(s), byte(s>>8)
+			}
+		}
+		if err := bw.Write(j.scaleKey, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkFinite(vals []float32, j *job, row int, what string) error {
+	for i, v := range vals {
+		if v-v != 0 { // NaN or ±Inf
+			return fmt.Errorf("%s: tensor %s has %s at row %d", j.sourceFile, j.tensor, what, j.row0+row+i/j.cols)
+		}
+	}
+	return nil
+}
+
+func putF16(dst []byte, vals []float32) []byte {
+	dst = dst[:2*len(vals)]
+	for i, v := range vals {
+		h := quant.F32ToF16(v)
+		dst[2*i], dst[2*i+1] = byte(h), byte(h>>8)
+	}
+	return dst
+}
+
+func putF32(dst []byte, vals []float32) []byte {
+	dst = dst[:4*len(vals)]
+	for i, v := range vals {
+		u := math.Float32bits(v)
+		dst[4*i], dst[4*i+1], dst[4*i+2], dst[4*i+3] = byte(u), byte(u>>8), byte(u>>16), byte(u>>24)
+	}
+	return dst
+}
