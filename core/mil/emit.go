@@ -1,0 +1,179 @@
+package mil
+
+import (
+	"fmt"
+	"slices"
+
+	"lorapte/core/coremlspec/milpb"
+)
+
+// param is one op input: vars bound by name, a literal bound as value, or a
+// compile-time constant materialized as a `const` op "<op>_<param>".
+type param struct {
+	name  string
+	vars  []*Var
+	value *Value
+	konst *Value
+}
+
+func vars(name string, vs ...*Var) param { return param{name: name, vars: vs} }
+func konst(name string, v Value) param   { return param{name: name, konst: &v} }
+func literal(name string, v Value) param {
+	return param{name: name, value: &v}
+}
+
+func nameAttr(name string) map[string]*milpb.Value {
+	return map[string]*milpb.Value{"name": Str(name).pb}
+}
+
+// bad records an error for op name and returns an unregistered placeholder so
+// the caller can continue; the program is unusable anyway.
+func (f *Function) bad(typ, name string, dt DataType, format string, args ...any) *Var {
+	f.failf("op %q (%s): %s", name, typ, fmt.Sprintf(format, args...))
+	return &Var{Name: name, DType: dt}
+}
+
+// checkIn verifies that every input var belongs to f.
+func (f *Function) checkIn(vs ...*Var) error {
+	for _, v := range vs {
+		if err := f.check(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// emit appends the const ops for konst params and then the op itself, and
+// registers its outputs. It returns false (error recorded) on a name clash.
+func (f *Function) emit(typ, name string, params []param, outs ...*Var) bool {
+	if !f.claim(name) {
+		return false
+	}
+	for _, o := range outs {
+		if o.Name != name && !f.claim(o.Name) {
+			return false
+		}
+	}
+	op := &milpb.Operation{Type: typ, Inputs: map[string]*milpb.Argument{}, Attributes: nameAttr(name)}
+	for _, p := range params {
+		arg := &milpb.Argument{}
+		switch {
+		case p.konst != nil:
+			cv := f.Const(name+"_"+p.name, *p.konst)
+			if f.vars[cv.Name] != cv {
+				return false
+			}
+			arg.Arguments = []*milpb.Argument_Binding{{Binding: &milpb.Argument_Binding_Name{Name: cv.Name}}}
+		case p.value != nil:
+			if err := p.value.Err(); err != nil {
+				f.failf("op %q (%s) param %q: %v", name, typ, p.name, err)
+				return false
+			}
+			arg.Arguments = []*milpb.Argument_Binding{{Binding: &milpb.Argument_Binding_Value{Value: p.value.pb}}}
+		default:
+			for _, v := range p.vars {
+				arg.Arguments = append(arg.Arguments, &milpb.Argument_Binding{Binding: &milpb.Argument_Binding_Name{Name: v.Name}})
+			}
+		}
+		op.Inputs[p.name] = arg
+	}
+	for _, o := range outs {
+		op.Outputs = append(op.Outputs, &milpb.NamedValueType{Name: o.Name, Type: TensorType(o.DType, o.Shape)})
+		f.vars[o.Name] = o
+		f.kind[o.Name] = typ
+	}
+	f.ops = append(f.ops, op)
+	return true
+}
+
+// out is the single-output helper: emit and return the var (placeholder on error).
+func (f *Function) out(typ, name string, dt DataType, shape []int64, params ...param) *Var {
+	v := &Var{Name: name, DType: dt, Shape: shape}
+	f.emit(typ, name, params, v)
+	return v
+}
+
+// ---- type helpers
+
+func oneOf(dt DataType, allowed ...DataType) bool { return slices.Contains(allowed, dt) }
+
+var (
+	floatTypes = []DataType{FP16, FP32}
+	arithTypes = []DataType{FP16, FP32, INT32}
+)
+
+// normAxis maps axis in [-rank, rank) to [0, rank).
+func normAxis(axis int64, rank int) (int, error) {
+	if axis < -int64(rank) || axis >= int64(rank) {
+		return 0, fmt.Errorf("axis %d out of range for rank %d", axis, rank)
+	}
+	if axis < 0 {
+		axis += int64(rank)
+	}
+	return int(axis), nil
+}
+
+// normAxes normalizes a list of distinct axes; the result is sorted.
+func normAxes(axes []int32, rank int) ([]int, error) {
+	out := make([]int, 0, len(axes))
+	for _, a := range axes {
+		n, err := normAxis(int64(a), rank)
+		if err != nil {
+			return nil, err
+		}
+		if slices.Contains(out, n) {
+			return nil, fmt.Errorf("axis %d repeated in %v", a, axes)
+		}
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// broadcast applies numpy broadcasting to static shapes.
+func broadcast(shapes ...[]int64) ([]int64, error) {
+	rank := 0
+	for _, s := range shapes {
+		rank = max(rank, len(s))
+	}
+	out := make([]int64, rank)
+	for i := range out {
+		out[i] = 1
+	}
+	for _, s := range shapes {
+		off := rank - len(s)
+		for i, d := range s {
+			switch {
+			case out[off+i] == d || d == 1:
+			case out[off+i] == 1:
+				out[off+i] = d
+			default:
+				return nil, fmt.Errorf("shapes %v do not broadcast", shapes)
+			}
+		}
+	}
+	return out, nil
+}
+
+func i32s(v []int) []int32 {
+	out := make([]int32, len(v))
+	for i, x := range v {
+		out[i] = int32(x)
+	}
+	return out
+}
+
+func vec(v []int32) Value { return I32([]int64{int64(len(v))}, v) }
+
+func boolVec(n int, b bool) Value {
+	v := make([]bool, n)
+	for i := range v {
+		v[i] = b
+	}
+	return Bools([]int64{int64(n)}, v)
+}
+
+func (f *Function) isConstLike(v *Var) bool {
+	k := f.kind[v.Name]
+	return k == "const" || len(k) > 10 && k[:10] == "constexpr_"
+}
