@@ -26,17 +26,13 @@ func (a *adapterFlags) Set(v string) error {
 	if !ok || name == "" || p == "" {
 		return fmt.Errorf("want NAME=DIR (or NAME=FILE.safetensors), got %q", v)
 	}
-	abs, err := filepath.Abs(p)
+	fsys, fp, err := fsFor(p)
 	if err != nil {
 		return err
 	}
-	*a = append(*a, export.Adapter{Name: name, FS: rootFS(), Path: fsPath(abs)})
+	*a = append(*a, export.Adapter{Name: name, FS: fsys, Path: fp})
 	return nil
 }
-
-// rootFS exposes the whole file system so model and adapter paths can be
-// anywhere; os.DirFS files implement io.ReaderAt, which the reader needs.
-func rootFS() *osFS { return &osFS{} }
 
 func runExport(args []string, stdout, stderr io.Writer) error {
 	fl := flag.NewFlagSet("export", flag.ContinueOnError)
@@ -84,11 +80,11 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "lorapte export: --model DIR is required")
 		return errUsage
 	}
-	absModel, err := filepath.Abs(model)
+	fsys, dir, err := fsFor(model)
 	if err != nil {
 		return err
 	}
-	req := export.Request{FS: rootFS(), ModelDir: fsPath(absModel), Adapters: adapters, Options: o}
+	req := export.Request{FS: fsys, ModelDir: dir, Adapters: adapters, Options: o}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()

@@ -24,14 +24,24 @@ func (osFS) Open(name string) (fs.File, error) {
 	return os.Open(string(filepath.Separator) + filepath.FromSlash(name))
 }
 
-// fsPath turns an absolute OS path into an osFS path.
-func fsPath(abs string) string {
-	p := filepath.ToSlash(filepath.Clean(abs))
-	p = strings.TrimPrefix(p, "/")
-	if p == "" {
-		return "."
+// fsFor returns a file system and path for an OS path: relative to the
+// working directory when the path lies below it (so error messages show the
+// path as typed), else from the root. Both give *os.File, an io.ReaderAt.
+func fsFor(p string) (fs.FS, string, error) {
+	if !filepath.IsAbs(p) {
+		if c := filepath.Clean(p); filepath.IsLocal(c) {
+			return os.DirFS("."), filepath.ToSlash(c), nil
+		}
 	}
-	return p
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return nil, "", err
+	}
+	rel := strings.TrimPrefix(filepath.ToSlash(filepath.Clean(abs)), "/")
+	if rel == "" {
+		rel = "."
+	}
+	return osFS{}, rel, nil
 }
 
 func newBufWriter(w io.Writer) *bufio.Writer { return bufio.NewWriterSize(w, 1<<20) }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -139,42 +138,21 @@ func (p *Plan) planPart(index int, kind llama.Part) (*part, error) {
 	return pp, nil
 }
 
-// metadataJSON is the delegate's metadata.json in its multifunction form,
-// spelled like Python's json.dumps (pte.md §5.4).
+// metadataJSON is the delegate's metadata.json in its multifunction form
+// (pte.md §5.4): each method's Core ML names in DelegateCall order.
 func metadataJSON(id string, fns []llama.Function) []byte {
-	var b bytes.Buffer
-	b.WriteString(`{"identifier": `)
-	writeJSONString(&b, id)
-	b.WriteString(`, "methods": {`)
-	for i, fn := range fns {
-		if i > 0 {
-			b.WriteString(", ")
+	var ms []pte.MethodIO
+	for _, fn := range fns {
+		m := pte.MethodIO{Method: fn.Method}
+		for _, t := range fn.Inputs {
+			m.InputNames = append(m.InputNames, t.Name)
 		}
-		writeJSONString(&b, fn.Method)
-		b.WriteString(`: {"inputNames": `)
-		writeNames(&b, fn.Inputs)
-		b.WriteString(`, "outputNames": `)
-		writeNames(&b, fn.Outputs)
-		b.WriteString("}")
-	}
-	b.WriteString("}}")
-	return b.Bytes()
-}
-
-func writeNames(b *bytes.Buffer, ts []llama.Tensor) {
-	b.WriteString("[")
-	for i, t := range ts {
-		if i > 0 {
-			b.WriteString(", ")
+		for _, t := range fn.Outputs {
+			m.OutputNames = append(m.OutputNames, t.Name)
 		}
-		writeJSONString(b, t.Name)
+		ms = append(ms, m)
 	}
-	b.WriteString("]")
-}
-
-func writeJSONString(b *bytes.Buffer, s string) {
-	q, _ := json.Marshal(s)
-	b.Write(q)
+	return pte.EncodeMetadata(id, ms)
 }
 
 // Size is the size of the .pte in bytes.

@@ -3,6 +3,7 @@ package export
 import (
 	"fmt"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -34,6 +35,7 @@ type job struct {
 	scaleKey     string // encQuant only
 	label        string // for errors and progress
 	sourceFile   string
+	vector       bool // 1-D source: rows are elements [row0, row0+rows)
 }
 
 // weightPlan implements llama.Weights for one partition: it reserves blobs
@@ -85,9 +87,10 @@ func (w *weightPlan) floatMIL() mil.DataType {
 // varName turns a tensor key into a MIL identifier.
 func varName(key string) string {
 	key = strings.TrimPrefix(key, "model.")
-	r := strings.NewReplacer(".", "_", "/", "_", "-", "_", ":", "_")
-	return "w_" + r.Replace(key)
+	return "w_" + strings.Trim(nonIdent.ReplaceAllString(key, "_"), "_")
 }
+
+var nonIdent = regexp.MustCompile(`[^A-Za-z0-9_]+`)
 
 // cached returns the function's var for key, creating it with mk once.
 func (w *weightPlan) cached(f *mil.Function, key string, mk func(name string) *mil.Var) *mil.Var {
@@ -209,7 +212,7 @@ func (w *weightPlan) Vector(f *mil.Function, name string, i0, n int) *mil.Var {
 	}
 	// A 1-D tensor is read as n rows of one column.
 	j := w.reserve(&job{src: w.base, tensor: name, row0: i0, rows: n, cols: 1, enc: encFloat,
-		dataKey: key, label: name, sourceFile: info.File})
+		dataKey: key, label: name, sourceFile: info.File, vector: true})
 	return w.cached(f, key, func(vn string) *mil.Var {
 		return f.Const(vn, mil.Blob(w.floatMIL(), []int64{int64(n)}, w.offset(j.dataKey)))
 	})
@@ -312,8 +315,8 @@ func (e *encoder) encodeJob(j *job, bw *milblob.Writer) error {
 			n = j.rows - r
 		}
 		vals := e.buf[:n*j.cols]
-		if err := j.src.ReadFloat32(j.tensor, int64(j.row0+r), int64(n), vals); err != nil {
-			return fmt.Errorf("%s: %w", j.label, err)
+		if err := e.read(j, r, n, vals); err != nil {
+			return err
 		}
 		if e.onRead != nil {
 			e.onRead(int64(len(vals)) * 2)
@@ -374,6 +377,24 @@ func (e *encoder) encodeJob(j *job, bw *milblob.Writer) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// read fills vals with rows [r, r+n) of the job's slice of its source.
+func (e *encoder) read(j *job, r, n int, vals []float32) error {
+	if !j.vector {
+		if err := j.src.ReadFloat32(j.tensor, int64(j.row0+r), int64(n), vals); err != nil {
+			return fmt.Errorf("%s: %w", j.label, err)
+		}
+		return nil
+	}
+	// Vectors (norm weights, biases) are small: read whole, then slice.
+	info, _ := j.src.Info(j.tensor)
+	all := make([]float32, info.Numel())
+	if err := j.src.ReadFloat32(j.tensor, 0, 1, all); err != nil {
+		return fmt.Errorf("%s: %w", j.label, err)
+	}
+	copy(vals, all[j.row0+r:j.row0+r+n])
 	return nil
 }
 
