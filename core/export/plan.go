@@ -45,18 +45,18 @@ type part struct {
 
 // Plan is a fully planned export: every size and offset is known.
 type Plan struct {
-	cfg      *hf.Config
-	spec     *llama.Spec
-	opts     Options
-	base     *safetensors.Source
-	adapters map[string]*lora.Adapter
-	digest   []byte
-	parts    []*part
-	consts   []byte // constant segment
+	cfg          *hf.Config
+	spec         *llama.Spec
+	opts         Options
+	base         *safetensors.Source
+	adapters     map[string]*lora.Adapter
+	digest       []byte
+	parts        []*part
+	consts       []byte // constant segment
 	constOffsets []uint64
-	cmjr     [][]byte
-	program  *pte.Program
-	layout   *pte.Layout
+	cmjr         [][]byte
+	program      *pte.Program
+	layout       *pte.Layout
 }
 
 // NewPlan reads configs and safetensors headers (no tensor data besides

@@ -25,17 +25,17 @@ const (
 
 // job produces one or two planned blobs from rows of one source tensor.
 type job struct {
-	src          *safetensors.Source
-	tensor       string // source tensor name
-	row0, rows   int
-	cols         int // 1 for vectors
-	enc          encoding
-	scheme       quant.Scheme
-	dataKey      string
-	scaleKey     string // encQuant only
-	label        string // for errors and progress
-	sourceFile   string
-	vector       bool // 1-D source: rows are elements [row0, row0+rows)
+	src        *safetensors.Source
+	tensor     string // source tensor name
+	row0, rows int
+	cols       int // 1 for vectors
+	enc        encoding
+	scheme     quant.Scheme
+	dataKey    string
+	scaleKey   string // encQuant only
+	label      string // for errors and progress
+	sourceFile string
+	vector     bool // 1-D source: rows are elements [row0, row0+rows)
 }
 
 // weightPlan implements llama.Weights for one partition: it reserves blobs

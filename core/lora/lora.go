@@ -57,19 +57,19 @@ type pattern struct {
 
 // Config is the part of adapter_config.json lorapte uses.
 type Config struct {
-	File          string
-	R             int
-	Alpha         float64
-	Targets       []string       // list form of target_modules
-	TargetRegex   *regexp.Regexp // string form (PEFT: full match on the module name)
-	AllLinear     bool
-	Exclude       []string
-	ExcludeRegex  *regexp.Regexp
-	UseRSLoRA     bool
-	RankPattern   []pattern
-	AlphaPattern  []pattern
-	FanInFanOut   bool
-	Layers        map[int]bool // layers_to_transform; nil = all
+	File         string
+	R            int
+	Alpha        float64
+	Targets      []string       // list form of target_modules
+	TargetRegex  *regexp.Regexp // string form (PEFT: full match on the module name)
+	AllLinear    bool
+	Exclude      []string
+	ExcludeRegex *regexp.Regexp
+	UseRSLoRA    bool
+	RankPattern  []pattern
+	AlphaPattern []pattern
+	FanInFanOut  bool
+	Layers       map[int]bool // layers_to_transform; nil = all
 }
 
 // ParseConfig parses and checks adapter_config.json. file names it in errors.
