@@ -20,15 +20,13 @@ const (
 
 // digest fingerprints everything the output depends on. It keys the Core ML
 // identifier (the device's compile-cache key) and the browser's base cache.
-func digest(req Request, base *safetensors.Source, adapters map[string]*lora.Adapter, o *Options) ([]byte, error) {
+func digest(req Request, baseDigest []byte, adapters map[string]*lora.Adapter, o *Options) ([]byte, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n", ToolVersion)
 	fmt.Fprintf(h, "options mf=%t dtype=%s ctx=%d in=%d emb=%s lin=%s split=%d/%d breaks=%t\n",
 		o.Multifunction, o.DType, o.MaxContextLen, o.InputLen, o.EmbeddingQuantize, o.LinearQuantize,
 		o.TargetSplitSize, o.MaxSplits, !o.NoGraphBreaks)
-	if err := hashSource(h, base, false); err != nil {
-		return nil, err
-	}
+	h.Write(baseDigest)
 	for _, a := range req.Adapters {
 		ad := adapters[a.Name]
 		fmt.Fprintf(h, "adapter %s\n", a.Name)
@@ -36,6 +34,15 @@ func digest(req Request, base *safetensors.Source, adapters map[string]*lora.Ada
 		if err := hashSource(h, ad.Source, true); err != nil {
 			return nil, err
 		}
+	}
+	return h.Sum(nil), nil
+}
+
+// baseContentDigest fingerprints the base model's tensors (sampled).
+func baseContentDigest(base *safetensors.Source) ([]byte, error) {
+	h := sha256.New()
+	if err := hashSource(h, base, false); err != nil {
+		return nil, err
 	}
 	return h.Sum(nil), nil
 }

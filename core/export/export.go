@@ -79,6 +79,13 @@ type Request struct {
 	ModelDir string
 	Adapters []Adapter
 	Options  Options
+
+	// Base, when set, replaces FS/ModelDir: the base comes from a cache
+	// entry and its converted blobs from BaseBlobs.
+	Base      *BaseManifest
+	BaseBlobs BlobSource
+	// SaveBase, when set, receives the converted base blobs during Write.
+	SaveBase BlobSink
 }
 
 // Progress reports a stage and how far it is (bytes for "write").
@@ -130,29 +137,40 @@ func Export(ctx context.Context, req Request, w io.Writer, progress Progress) er
 
 // loadModel reads config.json and the safetensors headers of the model.
 func loadModel(fsys fs.FS, dir string) (*hf.Config, *safetensors.Source, error) {
+	cfg, _, src, err := loadModelConfig(fsys, dir)
+	return cfg, src, err
+}
+
+func loadModelConfig(fsys fs.FS, dir string) (*hf.Config, []byte, *safetensors.Source, error) {
 	cfgPath := path.Join(dir, "config.json")
-	data, err := fs.ReadFile(fsys, cfgPath)
+	f, err := fsys.Open(cfgPath)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil, fmt.Errorf("%s: not found (a Hugging Face model folder needs config.json)", cfgPath)
+			return nil, nil, nil, fmt.Errorf("%s: not found (a Hugging Face model folder needs config.json)", cfgPath)
 		}
-		return nil, nil, fmt.Errorf("%s: %w", cfgPath, err)
+		return nil, nil, nil, fmt.Errorf("%s: %w", cfgPath, err)
+	}
+	// Bound the read before allocating: a config is a few KB.
+	data, err := io.ReadAll(io.LimitReader(f, 1<<20+1))
+	f.Close()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: %w", cfgPath, err)
 	}
 	if len(data) > 1<<20 {
-		return nil, nil, fmt.Errorf("%s: %d bytes is too large for a model config", cfgPath, len(data))
+		return nil, nil, nil, fmt.Errorf("%s: larger than 1 MiB, too large for a model config", cfgPath)
 	}
 	cfg, err := hf.ParseConfig(data, cfgPath)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	src, err := safetensors.OpenFS(fsys, dir)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := hf.CheckWeights(cfg, src); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return cfg, src, nil
+	return cfg, data, src, nil
 }
 
 // loadAdapters validates names and reads every adapter's config and headers.

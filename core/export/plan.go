@@ -54,6 +54,11 @@ type Plan struct {
 	parts        []*part
 	consts       []byte // constant segment
 	constOffsets []uint64
+	configJSON   []byte
+	modelName    string
+	baseDigest   []byte
+	baseBlobs    BlobSource
+	saveBase     BlobSink
 	cmjr         [][]byte
 	program      *pte.Program
 	layout       *pte.Layout
@@ -66,7 +71,23 @@ func NewPlan(req Request) (*Plan, error) {
 	if err := o.parse(); err != nil {
 		return nil, err
 	}
-	cfg, base, err := loadModel(req.FS, req.ModelDir)
+	var (
+		cfg        *hf.Config
+		base       *safetensors.Source
+		configJSON []byte
+		baseDigest []byte
+		name       = req.ModelDir
+		err        error
+	)
+	if req.Base != nil {
+		if req.BaseBlobs == nil {
+			return nil, fmt.Errorf("cached base %s: no blob source", req.Base.Name)
+		}
+		cfg, base, err = loadCachedBase(req.Base)
+		configJSON, baseDigest, name = req.Base.Config, req.Base.Digest, req.Base.Name
+	} else {
+		cfg, configJSON, base, err = loadModelConfig(req.FS, req.ModelDir)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -81,8 +102,18 @@ func NewPlan(req Request) (*Plan, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	p := &Plan{cfg: cfg, spec: spec, opts: o, base: base, adapters: adapters}
-	if p.digest, err = digest(req, base, adapters, &o); err != nil {
+	p := &Plan{cfg: cfg, spec: spec, opts: o, base: base, adapters: adapters, configJSON: configJSON,
+		modelName: name, baseBlobs: req.BaseBlobs, saveBase: req.SaveBase}
+	if req.Base != nil {
+		if got := baseKey(baseDigest, &o); got != req.Base.Key {
+			return nil, fmt.Errorf("cached base %s was converted with other options (dtype, quantization, splits or graph breaks); export it again from its files", name)
+		}
+		p.baseBlobs = req.BaseBlobs
+	} else if baseDigest, err = baseContentDigest(base); err != nil {
+		return nil, err
+	}
+	p.baseDigest = baseDigest
+	if p.digest, err = digest(req, baseDigest, adapters, &o); err != nil {
 		return nil, err
 	}
 	for i, kind := range spec.Parts() {
@@ -181,8 +212,9 @@ func (p *Plan) Write(ctx context.Context, w io.Writer, progress Progress) error 
 			return err
 		}
 	}
-	enc := &encoder{fp32: p.opts.DType == "fp32"}
-	for _, pp := range p.parts {
+	enc := &encoder{fp32: p.opts.DType == "fp32", base: p.base, cacheIn: p.baseBlobs, cacheOut: p.saveBase}
+	for i, pp := range p.parts {
+		enc.part = i
 		err := pw.StreamSegment(pp.segment, func(sw io.Writer) error {
 			return p.writeBlob(sw, pp, enc)
 		})

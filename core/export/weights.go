@@ -2,6 +2,7 @@ package export
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"regexp"
 	"strconv"
@@ -50,6 +51,7 @@ type weightPlan struct {
 
 	blobs *milblob.Plan
 	meta  map[string]uint64 // blob key → metadata offset
+	owner map[string]*job   // blob key → the job writing it
 	jobs  []*job
 	byKey map[string]*job
 	vars  map[*mil.Function]map[string]*mil.Var
@@ -60,7 +62,7 @@ func newWeightPlan(cfg *hf.Config, base *safetensors.Source, adapters map[string
 	return &weightPlan{
 		cfg: cfg, base: base, adapters: adapters, fp32: o.DType == "fp32",
 		embQ: o.embScheme, linQ: o.linScheme,
-		blobs: milblob.NewPlan(), meta: map[string]uint64{}, byKey: map[string]*job{}, vars: map[*mil.Function]map[string]*mil.Var{},
+		blobs: milblob.NewPlan(), meta: map[string]uint64{}, owner: map[string]*job{}, byKey: map[string]*job{}, vars: map[*mil.Function]map[string]*mil.Var{},
 	}
 }
 
@@ -129,6 +131,10 @@ func (w *weightPlan) reserve(j *job) *job {
 		w.meta[j.scaleKey] = w.blobs.Add(j.scaleKey, w.floatBlob(), int64(j.rows)*int64(groups))
 	}
 	w.byKey[j.dataKey] = j
+	w.owner[j.dataKey] = j
+	if j.scaleKey != "" {
+		w.owner[j.scaleKey] = j
+	}
 	w.jobs = append(w.jobs, j)
 	return j
 }
@@ -264,11 +270,15 @@ func chunkRows(cols int) int {
 
 // encoder streams a partition's weight.bin.
 type encoder struct {
-	fp32   bool
-	buf    []float32
-	codes  []int8
-	out    []byte
-	onRead func(n int64) // progress: source bytes consumed
+	fp32     bool
+	part     int                 // partition index, for cache keys
+	base     *safetensors.Source // jobs reading it are the cacheable base
+	cacheIn  BlobSource          // copy base blobs from here instead of encoding
+	cacheOut BlobSink            // tee encoded base blobs here
+	buf      []float32
+	codes    []int8
+	out      []byte
+	onRead   func(n int64) // progress: source bytes consumed
 }
 
 // encode writes every job of the plan to bw in plan order.
@@ -289,7 +299,61 @@ func (e *encoder) grow(n int) {
 	}
 }
 
-func (e *encoder) encodeJob(j *job, bw *milblob.Writer) error {
+// blobWriter writes one job's blobs, teeing base blobs to the cache sink.
+type blobWriter struct {
+	e   *encoder
+	bw  *milblob.Writer
+	tee bool
+}
+
+func (b blobWriter) write(key string, chunk []byte) error {
+	if err := b.bw.Write(key, chunk); err != nil {
+		return err
+	}
+	if b.tee {
+		if err := b.e.cacheOut.WriteBlob(blobKey(b.e.part, key), chunk); err != nil {
+			return fmt.Errorf("saving the converted base: %w", err)
+		}
+	}
+	return nil
+}
+
+// copyCached streams a blob from the base cache.
+func (e *encoder) copyCached(key string, bw *milblob.Writer) error {
+	r, err := e.cacheIn.OpenBlob(blobKey(e.part, key))
+	if err != nil {
+		return fmt.Errorf("cached base: blob %s: %w", key, err)
+	}
+	e.grow(1 << 18)
+	buf := e.out[:1<<20]
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if werr := bw.Write(key, buf[:n]); werr != nil {
+				return fmt.Errorf("cached base: blob %s: %w", key, werr)
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("cached base: blob %s: %w", key, err)
+		}
+	}
+}
+
+func (e *encoder) encodeJob(j *job, bw0 *milblob.Writer) error {
+	isBase := e.base != nil && j.src == e.base
+	if isBase && e.cacheIn != nil {
+		if err := e.copyCached(j.dataKey, bw0); err != nil {
+			return err
+		}
+		if j.scaleKey != "" {
+			return e.copyCached(j.scaleKey, bw0)
+		}
+		return nil
+	}
+	bw := blobWriter{e: e, bw: bw0, tee: isBase && e.cacheOut != nil}
 	step := chunkRows(j.cols)
 	if step > j.rows {
 		step = j.rows
@@ -359,7 +423,7 @@ func (e *encoder) encodeJob(j *job, bw *milblob.Writer) error {
 				}
 			}
 		}
-		if err := bw.Write(j.dataKey, chunk); err != nil {
+		if err := bw.write(j.dataKey, chunk); err != nil {
 			return err
 		}
 	}
@@ -373,7 +437,7 @@ func (e *encoder) encodeJob(j *job, bw *milblob.Writer) error {
 				b[2*i], b[2*i+1] = byte(s), byte(s>>8)
 			}
 		}
-		if err := bw.Write(j.scaleKey, b); err != nil {
+		if err := bw.write(j.scaleKey, b); err != nil {
 			return err
 		}
 	}

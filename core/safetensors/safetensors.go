@@ -96,11 +96,13 @@ func (i Info) rowsCols() (rows, cols int64) {
 
 // File is an opened safetensors file.
 type File struct {
-	name  string
-	r     io.ReaderAt
-	infos map[string]Info
-	names []string
-	meta  map[string]string
+	name   string
+	r      io.ReaderAt
+	size   int64
+	header []byte // raw header JSON, kept for caches that rebuild the file's index
+	infos  map[string]Info
+	names  []string
+	meta   map[string]string
 }
 
 // Open reads and validates the header of the safetensors file r of size
@@ -133,7 +135,7 @@ func Open(name string, r io.ReaderAt, size int64) (*File, error) {
 	}
 	dataStart := 8 + int64(hlen)
 	dataLen := size - dataStart
-	f := &File{name: name, r: r, infos: map[string]Info{}, meta: map[string]string{}}
+	f := &File{name: name, r: r, size: size, header: header, infos: map[string]Info{}, meta: map[string]string{}}
 	for k, v := range md.Metadata() {
 		f.meta[k] = v
 	}
@@ -342,4 +344,31 @@ func (f *File) readFloat32(i Info, row0, rows int64, dst []float32) error {
 		quant.DecodeBF16LE(dst, buf)
 	}
 	return nil
+}
+
+// Size is the file's size in bytes.
+func (f *File) Size() int64 { return f.size }
+
+// Header returns the raw header JSON (without the 8-byte length prefix).
+func (f *File) Header() []byte { return append([]byte(nil), f.header...) }
+
+// OpenHeader rebuilds a File from a header saved with Header and the file's
+// size, without its tensor data: Info works, reading data fails. The
+// browser uses it to plan exports against a cached, already converted base.
+func OpenHeader(name string, header []byte, size int64) (*File, error) {
+	return Open(name, headerOnly(header), size)
+}
+
+// headerOnly is an io.ReaderAt holding just the length prefix and header.
+type headerOnly []byte
+
+func (h headerOnly) ReadAt(p []byte, off int64) (int, error) {
+	end := off + int64(len(p))
+	if off < 0 || end > 8+int64(len(h)) {
+		return 0, errors.New("tensor data is not available (header-only file)")
+	}
+	full := make([]byte, 8+len(h))
+	binary.LittleEndian.PutUint64(full, uint64(len(h)))
+	copy(full[8:], h)
+	return copy(p, full[off:end]), nil
 }

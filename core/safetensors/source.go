@@ -48,6 +48,9 @@ func OpenFiles(files ...*File) (*Source, error) {
 	return s, nil
 }
 
+// Files lists the files of the source in their order.
+func (s *Source) Files() []*File { return append([]*File(nil), s.files...) }
+
 func (s *Source) sortNames() {
 	s.names = make([]string, 0, len(s.where))
 	for n := range s.where {

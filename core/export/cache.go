@@ -1,0 +1,112 @@
+package export
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"path"
+
+	"lorapte/core/hf"
+	"lorapte/core/safetensors"
+)
+
+// A converted base model can be kept (the browser stores it in IndexedDB)
+// so that a later export with new adapters needs only the adapter files:
+// the base's config, safetensors headers and digest rebuild the plan, and
+// its already encoded weight blobs are copied instead of read and
+// quantized again. The output is byte-identical to an export from the
+// original files.
+
+// BaseFile is one safetensors file of a cached base, without its data.
+type BaseFile struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	Header []byte `json:"header"`
+}
+
+// BaseBlob is one converted blob of a cached base.
+type BaseBlob struct {
+	Key   string `json:"key"`
+	Bytes int64  `json:"bytes"`
+}
+
+// BaseManifest describes a cached base: enough to plan an export again.
+type BaseManifest struct {
+	Key    string     `json:"key"`  // fingerprint of the base content and the options that shape its blobs
+	Name   string     `json:"name"` // for people: the model folder's name
+	Config []byte     `json:"config"`
+	Files  []BaseFile `json:"files"`
+	Digest []byte     `json:"digest"` // content digest of the base tensors
+	Blobs  []BaseBlob `json:"blobs"`
+	Bytes  int64      `json:"bytes"` // total blob bytes
+}
+
+// BlobSource serves a cached base's blobs.
+type BlobSource interface {
+	OpenBlob(key string) (io.Reader, error)
+}
+
+// BlobSink receives the base's blobs while an export writes them, each as
+// consecutive chunks, blobs in Manifest order.
+type BlobSink interface {
+	WriteBlob(key string, chunk []byte) error
+}
+
+// baseKey fingerprints the stored blobs: content, tool version and the
+// options that change their bytes or their split into partitions.
+func baseKey(digest []byte, o *Options) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\nbase dtype=%s emb=%s lin=%s split=%d/%d breaks=%t\n", ToolVersion, o.DType,
+		o.EmbeddingQuantize, o.LinearQuantize, o.TargetSplitSize, o.MaxSplits, !o.NoGraphBreaks)
+	h.Write(digest)
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// blobKey names a base blob in the cache.
+func blobKey(part int, key string) string { return fmt.Sprintf("p%d/%s", part, key) }
+
+// BaseManifest describes the plan's base for a cache. Call it after a
+// successful Write with Request.SaveBase set, then store it last so a
+// half-written entry is never used.
+func (p *Plan) BaseManifest() *BaseManifest {
+	m := &BaseManifest{Key: baseKey(p.baseDigest, &p.opts), Name: path.Base(p.modelName), Config: p.configJSON, Digest: p.baseDigest}
+	for _, f := range p.base.Files() {
+		m.Files = append(m.Files, BaseFile{Name: path.Base(f.Name()), Size: f.Size(), Header: f.Header()})
+	}
+	for i, pp := range p.parts {
+		for _, e := range pp.weights.blobs.Entries() {
+			j := pp.weights.owner[e.Key]
+			if j == nil || j.src != p.base {
+				continue
+			}
+			m.Blobs = append(m.Blobs, BaseBlob{Key: blobKey(i, e.Key), Bytes: e.Bytes})
+			m.Bytes += e.Bytes
+		}
+	}
+	return m
+}
+
+// loadCachedBase rebuilds the config and a header-only tensor source.
+func loadCachedBase(m *BaseManifest) (*hf.Config, *safetensors.Source, error) {
+	cfg, err := hf.ParseConfig(m.Config, m.Name+"/config.json")
+	if err != nil {
+		return nil, nil, err
+	}
+	var files []*safetensors.File
+	for _, f := range m.Files {
+		sf, err := safetensors.OpenHeader(m.Name+"/"+f.Name, f.Header, f.Size)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cached base %s: %w", m.Name, err)
+		}
+		files = append(files, sf)
+	}
+	src, err := safetensors.OpenFiles(files...)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := hf.CheckWeights(cfg, src); err != nil {
+		return nil, nil, err
+	}
+	return cfg, src, nil
+}
