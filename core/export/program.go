@@ -162,15 +162,16 @@ func indexOf(fns []llama.Function, name string) int {
 // exporter writes them (with LoRA ones when withLoRA).
 func constantMethodNames(withLoRA, multifunction bool) []string {
 	names := []string{"vocab_size", "head_dim", "n_heads_per_cache", "freqs_cos", "freqs_sin"}
-	per := func(prefix string) {
-		names = append(names, prefix+"input_len", prefix+"freqs_cos_input_index", prefix+"freqs_sin_input_index",
+	per := func(lenName, prefix string) {
+		names = append(names, lenName, prefix+"freqs_cos_input_index", prefix+"freqs_sin_input_index",
 			prefix+"mask_specs", prefix+"kv_cache_specs")
 	}
 	if multifunction {
-		per("decode_")
-		per("prefill_")
+		per("decode_input_len", "decode_")
+		per("prefill_input_len", "prefill_")
 	} else {
-		per("forward_")
+		// Single-method mode prefixes only the input length (model.md §5.1).
+		per("forward_input_len", "")
 	}
 	if withLoRA {
 		names = append(names, "has_lora", "lora_methods")
@@ -230,18 +231,18 @@ func (p *Plan) constantMethods() ([]byte, []pte.Method) {
 	add("n_heads_per_cache", intv(int64(c.KVHeads)))
 	add("freqs_cos", table(cos))
 	add("freqs_sin", table(sin))
-	per := func(prefix string, L int) {
-		add(prefix+"input_len", intv(int64(L)))
+	per := func(lenName, prefix string, L int) {
+		add(lenName, intv(int64(L)))
 		add(prefix+"freqs_cos_input_index", i64([]int32{1}, 2))
 		add(prefix+"freqs_sin_input_index", i64([]int32{1}, 3))
 		add(prefix+"mask_specs", i64([]int32{1, 2}, 1, C))
 		add(prefix+"kv_cache_specs", kvSpecs())
 	}
 	if p.opts.Multifunction {
-		per("decode_", 1)
-		per("prefill_", p.opts.InputLen)
+		per("decode_input_len", "decode_", 1)
+		per("prefill_input_len", "prefill_", p.opts.InputLen)
 	} else {
-		per("forward_", p.opts.InputLen)
+		per("forward_input_len", "", p.opts.InputLen)
 	}
 	if names := p.spec.AdapterMethods(); len(names) > 0 {
 		add("has_lora", pte.EValue{Kind: pte.KindBool, Bool: true})
