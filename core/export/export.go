@@ -104,6 +104,12 @@ func ValidateAdapterName(name string, multifunction bool, others []string) error
 		taken[c] = "a constant method"
 	}
 	taken["forward"], taken["prefill"] = "the base model's method", "the base model's method"
+	if name == "forward" || name == "prefill" {
+		return fmt.Errorf("adapter name %q collides with the base model's %s method", name, name)
+	}
+	if what, ok := taken[name]; ok {
+		return fmt.Errorf("adapter name %q collides with %s", name, what)
+	}
 	mine := []string{name}
 	if multifunction {
 		mine = []string{name + "_forward", name + "_prefill"}

@@ -383,6 +383,34 @@ func openFile(fsys fs.FS, p string) (*safetensors.File, error) {
 func (ad *Adapter) mapTensors(cfg *hf.Config, file string) error {
 	c := ad.Config
 	projs := projections(cfg)
+	// Every targeted projection must be present, and every target name must
+	// exist in the model.
+	names := make([]string, 0, len(projs))
+	for n := range projs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, t := range c.Targets {
+		found := false
+		for _, n := range names {
+			if n == t || strings.HasSuffix(n, "."+t) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return fmt.Errorf("%s: field \"target_modules\": %q is not a projection of this model (supported: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)", c.File, t)
+		}
+	}
+	if c.TargetRegex != nil {
+		hit := false
+		for _, n := range names {
+			hit = hit || c.TargetRegex.MatchString(n)
+		}
+		if !hit {
+			return fmt.Errorf("%s: field \"target_modules\": the pattern matches no projection of this model", c.File)
+		}
+	}
 	for _, key := range ad.Source.Names() {
 		info, _ := ad.Source.Info(key)
 		if strings.Contains(key, "lora_magnitude_vector") {
@@ -394,6 +422,9 @@ func (ad *Adapter) mapTensors(cfg *hf.Config, file string) error {
 		}
 		module, which := m[1], m[2]
 		shape, ok := projs[module]
+		if !ok && (strings.HasSuffix(module, "lm_head") || strings.HasSuffix(module, "embed_tokens")) {
+			return fmt.Errorf("%s: tensor %s: LoRA on %s is not supported (only the q/k/v/o/gate/up/down projections)", file, key, module)
+		}
 		if !ok {
 			return fmt.Errorf("%s: tensor %s: the base model has no projection %s (adapter made for another model?)", file, key, module)
 		}
@@ -427,25 +458,6 @@ func (ad *Adapter) mapTensors(cfg *hf.Config, file string) error {
 		if !equal(info.Shape, want) {
 			return fmt.Errorf("%s: tensor %s: shape %v, want %v (rank %d, base projection %d×%d) — adapter made for another base or r mismatch",
 				file, key, info.Shape, want, mod.R, mod.Out, mod.In)
-		}
-	}
-	// Every targeted projection must be present, and every target name must
-	// exist in the model.
-	names := make([]string, 0, len(projs))
-	for n := range projs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, t := range c.Targets {
-		found := false
-		for _, n := range names {
-			if n == t || strings.HasSuffix(n, "."+t) {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return fmt.Errorf("%s: field \"target_modules\": %q is not a projection of this model (supported: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)", c.File, t)
 		}
 	}
 	for _, n := range names {
