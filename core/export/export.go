@@ -15,10 +15,8 @@ import (
 	"io/fs"
 	"path"
 	"regexp"
-	"sort"
 
 	"lorapte/core/hf"
-	"lorapte/core/llama"
 	"lorapte/core/lora"
 	"lorapte/core/quant"
 	"lorapte/core/safetensors"
@@ -196,14 +194,3 @@ func loadAdapters(cfg *hf.Config, base *safetensors.Source, req *Request) (map[s
 	}
 	return out, names, nil
 }
-
-func sortedKeys[M ~map[string]V, V any](m M) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-var _ = llama.PartAll

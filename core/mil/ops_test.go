@@ -1,6 +1,7 @@
 package mil
 
 import (
+	"lorapte/core/quant"
 	"math"
 	"testing"
 
@@ -17,22 +18,22 @@ func TestF16Bits(t *testing.T) {
 		0:    0, float32(math.Inf(-1)): 0xFC00, 1.0 / (1 << 25): 0, 3.0 / (1 << 26): 1,
 	}
 	for x, want := range cases {
-		require.Equal(t, want, F16Bits(x), "%g", x)
+		require.Equal(t, want, quant.F32ToF16(x), "%g", x)
 	}
-	require.Equal(t, uint16(0x8000), F16Bits(float32(math.Copysign(0, -1))))
-	require.True(t, math.IsNaN(float64(F16Float(F16Bits(float32(math.NaN()))))))
+	require.Equal(t, uint16(0x8000), quant.F32ToF16(float32(math.Copysign(0, -1))))
+	require.True(t, math.IsNaN(float64(quant.F16ToF32(quant.F32ToF16(float32(math.NaN()))))))
 	// exhaustive: exact values round trip, midpoints round to even
 	for h := uint16(0); h < 0x7C00; h++ {
-		x := F16Float(h)
-		require.Equal(t, h, F16Bits(x))
-		require.Equal(t, h|0x8000, F16Bits(-x))
+		x := quant.F16ToF32(h)
+		require.Equal(t, h, quant.F32ToF16(x))
+		require.Equal(t, h|0x8000, quant.F32ToF16(-x))
 		if h+1 < 0x7C00 {
-			mid := float32((float64(x) + float64(F16Float(h+1))) / 2)
+			mid := float32((float64(x) + float64(quant.F16ToF32(h+1))) / 2)
 			want := h
 			if h&1 == 1 {
 				want = h + 1
 			}
-			require.Equal(t, want, F16Bits(mid), "midpoint after %#04x", h)
+			require.Equal(t, want, quant.F32ToF16(mid), "midpoint after %#04x", h)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package mil_test
 import (
 	"bytes"
 	"encoding/binary"
+	"lorapte/core/quant"
 	"os"
 	"path/filepath"
 	"testing"
@@ -42,7 +43,7 @@ func fp16(n int, seed byte) []byte {
 	r := fill(n, seed)
 	b := make([]byte, 2*n)
 	for i := range r {
-		binary.LittleEndian.PutUint16(b[2*i:], mil.F16Bits(0.5+float32(r[i])/256))
+		binary.LittleEndian.PutUint16(b[2*i:], quant.F32ToF16(0.5+float32(r[i])/256))
 	}
 	return b
 }

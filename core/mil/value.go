@@ -3,7 +3,7 @@ package mil
 import (
 	"encoding/binary"
 	"fmt"
-	"math"
+	"lorapte/core/quant"
 
 	"google.golang.org/protobuf/proto"
 
@@ -212,67 +212,10 @@ func Str(s string) Value {
 func ScalarF32(x float32) Value { return F32(nil, []float32{x}) }
 
 // ScalarF16 is a rank-0 fp16 holding x rounded to nearest-even.
-func ScalarF16(x float32) Value { return F16(nil, []uint16{F16Bits(x)}) }
+func ScalarF16(x float32) Value { return F16(nil, []uint16{quant.F32ToF16(x)}) }
 
 // ScalarI32 is a rank-0 int32.
 func ScalarI32(x int32) Value { return I32(nil, []int32{x}) }
 
 // ScalarBool is a rank-0 bool.
 func ScalarBool(b bool) Value { return Bools(nil, []bool{b}) }
-
-// F16Bits converts x to IEEE binary16 bits, rounding to nearest-even
-// (overflow gives ±Inf, NaN stays NaN).
-func F16Bits(x float32) uint16 {
-	b := math.Float32bits(x)
-	sign := uint16(b>>16) & 0x8000
-	exp := int(b>>23) & 0xFF
-	mant := b & 0x7FFFFF
-	if exp == 0xFF {
-		if mant != 0 {
-			return sign | 0x7E00
-		}
-		return sign | 0x7C00
-	}
-	e := exp - 127 + 15
-	if e >= 0x1F {
-		return sign | 0x7C00
-	}
-	if e <= 0 {
-		if e < -10 {
-			return sign // below half the smallest subnormal
-		}
-		m := mant | 0x800000
-		shift := uint(14 - e)
-		q := m >> shift
-		rem := m & (1<<shift - 1)
-		half := uint32(1) << (shift - 1)
-		if rem > half || rem == half && q&1 == 1 {
-			q++
-		}
-		return sign | uint16(q)
-	}
-	q := uint32(e)<<10 | mant>>13
-	rem := mant & 0x1FFF
-	if rem > 0x1000 || rem == 0x1000 && q&1 == 1 {
-		q++ // may carry into the exponent, up to Inf: still correct
-	}
-	return sign | uint16(q)
-}
-
-// F16Float converts IEEE binary16 bits to float32 (exact).
-func F16Float(h uint16) float32 {
-	sign := uint32(h&0x8000) << 16
-	exp := uint32(h>>10) & 0x1F
-	mant := uint32(h & 0x3FF)
-	switch {
-	case exp == 0x1F:
-		return math.Float32frombits(sign | 0x7F800000 | mant<<13)
-	case exp == 0:
-		f := float32(mant) / (1 << 24) // subnormal: mant * 2^-24
-		if sign != 0 {
-			f = -f
-		}
-		return f
-	}
-	return math.Float32frombits(sign | (exp+112)<<23 | mant<<13)
-}

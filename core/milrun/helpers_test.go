@@ -3,6 +3,7 @@ package milrun
 import (
 	"encoding/binary"
 	"fmt"
+	"lorapte/core/quant"
 	"math"
 	"sort"
 	"testing"
@@ -54,7 +55,7 @@ func f32V(shape []int64, v ...float32) *milpb.Value {
 func f16Bytes(v []float32) []byte {
 	b := make([]byte, 2*len(v))
 	for i, x := range v {
-		binary.LittleEndian.PutUint16(b[2*i:], FP16Bits(x))
+		binary.LittleEndian.PutUint16(b[2*i:], quant.F32ToF16(x))
 	}
 	return b
 }

@@ -1,6 +1,7 @@
 package milrun
 
 import (
+	"lorapte/core/quant"
 	"math"
 	"testing"
 
@@ -44,8 +45,8 @@ func TestLinearInt4Blockwise(t *testing.T) {
 	what := make([][]float64, 2)
 	for o := 0; o < 2; o++ {
 		for i := 0; i < 8; i++ {
-			s := RoundFP16(scale[o*2+i/4])
-			v := RoundFP16(s * float32(q[o][i]))
+			s := quant.RoundF16(scale[o*2+i/4])
+			v := quant.RoundF16(s * float32(q[o][i]))
 			what[o] = append(what[o], float64(v))
 			require.Equal(t, v, out["w"].F[o*8+i], "w[%d,%d]", o, i)
 		}
@@ -53,16 +54,16 @@ func TestLinearInt4Blockwise(t *testing.T) {
 	var want []float64
 	for r := 0; r < 3; r++ {
 		for o := 0; o < 2; o++ {
-			acc := float64(RoundFP16(bias[o]))
+			acc := float64(quant.RoundF16(bias[o]))
 			for i := 0; i < 8; i++ {
-				acc += float64(RoundFP16(x[r*8+i])) * what[o][i]
+				acc += float64(quant.RoundF16(x[r*8+i])) * what[o][i]
 			}
 			want = append(want, acc)
 		}
 	}
 	requireClose(t, want, out["y"].F, 2e-3, "linear")
 	for _, v := range out["y"].F {
-		require.Equal(t, RoundFP16(v), v, "fp16 output is fp16-representable")
+		require.Equal(t, quant.RoundF16(v), v, "fp16 output is fp16-representable")
 	}
 
 	// A Session dequantizes once and reuses the result.
@@ -132,7 +133,7 @@ func TestEmbeddingInt8Gather(t *testing.T) {
 	var want []float32
 	for _, tok := range tokens {
 		for d := 0; d < D; d++ {
-			want = append(want, RoundFP16(RoundFP16(scale[tok])*float32(int8(q[int(tok)*D+d]))))
+			want = append(want, quant.RoundF16(quant.RoundF16(scale[tok])*float32(int8(q[int(tok)*D+d]))))
 		}
 	}
 	require.Equal(t, want, out["h"].F)
@@ -398,7 +399,7 @@ func TestBlockwiseRank3(t *testing.T) {
 			for c := 0; c < 3; c++ {
 				si := (b/2)*3 + c
 				d := float32(int8(data[(a*4+b)*3+c]))
-				want := RoundFP16(RoundFP16(scale[si]) * RoundFP16(d-RoundFP16(offset[si])))
+				want := quant.RoundF16(quant.RoundF16(scale[si]) * quant.RoundF16(d-quant.RoundF16(offset[si])))
 				require.Equal(t, want, out["w"].F[(a*4+b)*3+c], "w[%d,%d,%d]", a, b, c)
 			}
 		}

@@ -1,6 +1,7 @@
 package milrun
 
 import (
+	"lorapte/core/quant"
 	"math"
 	"testing"
 
@@ -101,7 +102,7 @@ func TestFP16Rounding(t *testing.T) {
 		out := run1(t, p, map[string]*Tensor{"x": NewFloat(dt, []int64{3}, append([]float32{}, in...))}, nil)
 		if dt == f16 {
 			require.Equal(t, float32(1), out["tie"].F[0], "1+2^-11 ties to even in fp16")
-			require.Equal(t, RoundFP16(float32(math.E)), out["e"].F[0])
+			require.Equal(t, quant.RoundF16(float32(math.E)), out["e"].F[0])
 			require.True(t, math.IsInf(float64(out["big"].F[2]), 1), "300*300 overflows fp16")
 		} else {
 			require.Equal(t, 1+tiny, out["tie"].F[0])

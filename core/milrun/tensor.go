@@ -2,6 +2,7 @@ package milrun
 
 import (
 	"fmt"
+	"lorapte/core/quant"
 	"math"
 	"strings"
 
@@ -35,7 +36,7 @@ type Tensor struct {
 func NewFloat(dt milpb.DataType, shape []int64, v []float32) *Tensor {
 	if dt == milpb.DataType_FLOAT16 {
 		for i, x := range v {
-			v[i] = RoundFP16(x)
+			v[i] = quant.RoundF16(x)
 		}
 	}
 	return &Tensor{DType: dt, Shape: shape, F: v}
@@ -292,7 +293,7 @@ func newTensor(dt milpb.DataType, shape []int64, n int) *Tensor {
 // roundTo rounds v to the precision of dt (fp16 or fp32).
 func roundTo(dt milpb.DataType, v float32) float32 {
 	if dt == milpb.DataType_FLOAT16 {
-		return RoundFP16(v)
+		return quant.RoundF16(v)
 	}
 	return v
 }
@@ -303,7 +304,7 @@ func roundAll(dt milpb.DataType, f []float32) {
 		return
 	}
 	for i, v := range f {
-		f[i] = RoundFP16(v)
+		f[i] = quant.RoundF16(v)
 	}
 }
 

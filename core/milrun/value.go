@@ -3,6 +3,7 @@ package milrun
 import (
 	"encoding/binary"
 	"fmt"
+	"lorapte/core/quant"
 	"math"
 
 	"lorapte/core/coremlspec/milpb"
@@ -184,7 +185,7 @@ func decodeRaw(dt milpb.DataType, shape []int64, n int, data []byte) (*Tensor, e
 	for i := 0; i < n; i++ {
 		switch dt {
 		case milpb.DataType_FLOAT16:
-			t.F[i] = FP16Value(binary.LittleEndian.Uint16(data[2*i:]))
+			t.F[i] = quant.F16ToF32(binary.LittleEndian.Uint16(data[2*i:]))
 		case milpb.DataType_FLOAT32:
 			t.F[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
 		case milpb.DataType_INT8:
