@@ -8,6 +8,7 @@ package inspect
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -155,12 +156,21 @@ func Inspect(r io.ReaderAt, size int64, verify bool) (*Report, error) {
 		rep.Methods = append(rep.Methods, describeMethod(f, &m, models))
 	}
 	for _, nd := range rep.NamedData {
-		m, ok := models[nd.Key]
-		if !ok {
-			continue
+		if m, ok := models[nd.Key]; ok {
+			m.Segment = nd.Segment
 		}
-		if err := describeModel(f, m, nd, rep, verify); err != nil {
-			rep.Findings = append(rep.Findings, Finding{ID: "B1", Msg: fmt.Sprintf("named data %s: %v", nd.Key, err)})
+	}
+	keys := make([]string, 0, len(models))
+	for k, m := range models {
+		if m.Segment >= 0 {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return models[keys[i]].Segment < models[keys[j]].Segment })
+	for _, k := range keys {
+		m := models[k]
+		if err := describeModel(f, m, rep, verify); err != nil {
+			rep.Findings = append(rep.Findings, Finding{ID: "B1", Msg: fmt.Sprintf("Core ML model %s: %v", k, err)})
 		}
 		rep.Models = append(rep.Models, *m)
 	}
@@ -229,22 +239,43 @@ func describeMethod(f *pte.File, m *pte.Method, models map[string]*Model) Method
 		for _, cs := range d.CompileSpecs {
 			dd.CompileSpecs[cs.Key] = string(cs.Value)
 		}
-		if !d.Inline {
-			if sr, err := f.Segment(d.Segment); err == nil && sr.Size() < 1<<16 {
-				buf := make([]byte, sr.Size())
-				if _, err := io.ReadFull(sr, buf); err == nil {
-					if ref, err := pte.ParseCMJR(buf); err == nil {
-						dd.Key, dd.Function = ref.Key, ref.FunctionName
-						if models[ref.Key] == nil {
-							models[ref.Key] = &Model{Key: ref.Key}
-						}
-					}
+		if !d.Inline && d.ID == "CoreMLBackend" {
+			if ref, err := readCMJR(f, d.Segment); err == nil {
+				dd.Key, dd.Function = ref.Key, ref.FunctionName
+				if models[ref.Key] == nil {
+					models[ref.Key] = &Model{Key: ref.Key, Segment: -1} // segment from named data
+				}
+			} else if errors.Is(err, pte.ErrNotCMJR) {
+				// Legacy single-method layout: the payload is the model blob itself.
+				dd.Key = fmt.Sprintf("segment_%d", d.Segment)
+				if models[dd.Key] == nil {
+					models[dd.Key] = &Model{Key: dd.Key, Segment: d.Segment}
 				}
 			}
 		}
 		out.Delegates = append(out.Delegates, dd)
 	}
 	return out
+}
+
+// readCMJR reads a delegate's processed bytes as a CMJR reference.
+func readCMJR(f *pte.File, seg int) (pte.CMJR, error) {
+	sr, err := f.Segment(seg)
+	if err != nil {
+		return pte.CMJR{}, err
+	}
+	n := sr.Size()
+	if n > 4096 {
+		n = 4096 // a reference is ~100 bytes; enough to see the magic
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(sr, buf); err != nil {
+		return pte.CMJR{}, err
+	}
+	if sr.Size() > n && string(buf[:4]) == "CMJR" {
+		return pte.CMJR{}, fmt.Errorf("CMJR reference of %d bytes is too large", sr.Size())
+	}
+	return pte.ParseCMJR(buf)
 }
 
 // constantValue decodes a constant method's leaf for display.
@@ -369,9 +400,8 @@ func OpenPackage(r io.ReaderAt, size int64) (*Package, error) {
 	return p, nil
 }
 
-func describeModel(f *pte.File, m *Model, nd NamedData, rep *Report, verify bool) error {
-	m.Segment = nd.Segment
-	sr, err := f.Segment(nd.Segment)
+func describeModel(f *pte.File, m *Model, rep *Report, verify bool) error {
+	sr, err := f.Segment(m.Segment)
 	if err != nil {
 		return err
 	}
@@ -410,7 +440,7 @@ func describeModel(f *pte.File, m *Model, nd NamedData, rep *Report, verify bool
 	}
 	if verify {
 		for _, x := range chk.Findings {
-			rep.Findings = append(rep.Findings, Finding{ID: x.ID, Msg: nd.Key + ": " + x.Msg, Warn: x.Warn})
+			rep.Findings = append(rep.Findings, Finding{ID: x.ID, Msg: m.Key + ": " + x.Msg, Warn: x.Warn})
 		}
 	}
 	return nil
@@ -442,8 +472,10 @@ func sizes(f *pte.File, rep *Report) Sizes {
 	if prog.ConstantSegment >= 0 && prog.ConstantSegment < len(prog.Segments) && f.HasConstantSegment {
 		s.Constants = prog.Segments[prog.ConstantSegment]
 	}
-	for _, nd := range rep.NamedData {
-		s.Models += nd.Size
+	for _, m := range rep.Models {
+		if m.Segment >= 0 && m.Segment < len(prog.Segments) {
+			s.Models += prog.Segments[m.Segment]
+		}
 	}
 	owner := adapterOf(rep)
 	for _, m := range rep.Models {

@@ -210,3 +210,20 @@ func FuzzInspect(f *testing.F) {
 		}
 	})
 }
+
+// TestLegacyPayload: files from older exporters put the model blob itself
+// in the delegate's processed data (no CMJR); inspect still describes it.
+func TestLegacyPayload(t *testing.T) {
+	data := buildTwoFunction(t, func(p *pte.Program, _ *[]byte) {
+		p.Methods[0].Delegates[0].Segment = 3
+	})
+	rep, err := Inspect(bytes.NewReader(data), int64(len(data)), false)
+	require.NoError(t, err)
+	var keys []string
+	for _, m := range rep.Models {
+		keys = append(keys, m.Key)
+		require.Len(t, m.Functions, 2)
+	}
+	require.ElementsMatch(t, []string{"segment_3", "coreml_executorch_00112233445566778899aabbccddeeff"}, keys)
+	require.Equal(t, "segment_3", rep.Methods[0].Delegates[0].Key)
+}
