@@ -4,6 +4,7 @@
 //
 //	lorapte export --model DIR --output FILE.pte [--adapter NAME=DIR ...] [options]
 //	lorapte inspect FILE.pte [--json] [--verify] [--extract DIR]
+//	lorapte serve [--dir site] [--addr localhost:8080]   (the browser exporter)
 package main
 
 import (
@@ -29,6 +30,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runInspect(args[1:], stdout, stderr)
 	case "bench":
 		err = runBench(args[1:], stdout, stderr)
+	case "serve":
+		err = runServe(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		usage(stdout)
 		return 0
@@ -52,6 +55,7 @@ func usage(w io.Writer) {
   lorapte export --model DIR --output FILE.pte [--adapter NAME=DIR ...] [options]
   lorapte inspect FILE.pte [--json] [--verify] [--extract DIR]
   lorapte bench [--out DIR]
+  lorapte serve [--dir site] [--addr localhost:8080]
 Run "lorapte export -h" for the export options.
 `)
 }

@@ -1,0 +1,316 @@
+//go:build js && wasm
+
+package jsbridge
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"syscall/js"
+	"time"
+)
+
+// Read-ahead: sequential reads are served from one window per file, so the
+// exporter's row-by-row reads cost one JS call per window. Scattered small
+// reads (the base digest samples 4 KiB every 4 MiB) fetch only minRead
+// bytes, so sampling never reads the whole checkpoint.
+const (
+	DefaultWindow = 4 << 20
+	minRead       = 32 << 10
+	maxDirectRead = 64 << 20 // bounds one JS ArrayBuffer for huge reads
+)
+
+// BlobReader reads a JS Blob (or File) as an io.ReaderAt through
+// Blob.slice(a, b).arrayBuffer().
+type BlobReader struct {
+	blob   js.Value
+	size   int64
+	window int
+
+	mu      sync.Mutex
+	buf     []byte // window contents: bytes [bufOff, bufOff+len(buf))
+	bufOff  int64
+	lastEnd int64 // end of the previous request, to detect sequential reads (files are read from the start)
+	calls   int   // JS reads made, for tests
+}
+
+// NewBlobReader reads blob with a read-ahead window of the given size
+// (DefaultWindow when window <= 0).
+func NewBlobReader(blob js.Value, window int) *BlobReader {
+	if window <= 0 {
+		window = DefaultWindow
+	}
+	return &BlobReader{blob: blob, size: int64(blob.Get("size").Float()), window: window}
+}
+
+// Size is the blob's size in bytes.
+func (r *BlobReader) Size() int64 { return r.size }
+
+// Calls reports how many reads went to JavaScript.
+func (r *BlobReader) Calls() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.calls
+}
+
+// ReadAt implements io.ReaderAt.
+func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("negative offset")
+	}
+	if off >= r.size {
+		if len(p) == 0 && off == r.size {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	want := p
+	short := false
+	if rest := r.size - off; int64(len(p)) > rest {
+		want, short = p[:rest], true
+	}
+	sequential := off == r.lastEnd || (off >= r.bufOff && off < r.bufOff+int64(len(r.buf)))
+	r.lastEnd = off + int64(len(want))
+	n := 0
+	for n < len(want) {
+		o := off + int64(n)
+		if o >= r.bufOff && o < r.bufOff+int64(len(r.buf)) {
+			n += copy(want[n:], r.buf[o-r.bufOff:])
+			continue
+		}
+		rest := len(want) - n
+		if rest >= r.window {
+			// Large reads skip the window: no copy, no eviction.
+			k := min(rest, maxDirectRead)
+			if err := r.readJS(want[n:n+k], o); err != nil {
+				return n, err
+			}
+			n += k
+			continue
+		}
+		fill := r.window
+		if !sequential {
+			fill = max(rest, minRead)
+		}
+		fill = int(min(int64(fill), r.size-o))
+		if cap(r.buf) < fill {
+			r.buf = make([]byte, fill, max(fill, min(r.window, int(r.size))))
+		}
+		r.buf = r.buf[:fill]
+		r.bufOff = o
+		if err := r.readJS(r.buf, o); err != nil {
+			r.buf = r.buf[:0]
+			return n, err
+		}
+	}
+	if short {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// readJS fills dst with the blob's bytes at off.
+func (r *BlobReader) readJS(dst []byte, off int64) error {
+	r.calls++
+	slice, err := call(r.blob, "slice", float64(off), float64(off+int64(len(dst))))
+	if err != nil {
+		return err
+	}
+	p, err := call(slice, "arrayBuffer")
+	if err != nil {
+		return err
+	}
+	ab, err := Await(p)
+	if err != nil {
+		return err
+	}
+	u8 := js.Global().Get("Uint8Array").New(ab)
+	if got := u8.Length(); got != len(dst) {
+		return fmt.Errorf("read %d bytes at offset %d, want %d (did the file change on disk?)", got, off, len(dst))
+	}
+	js.CopyBytesToGo(dst, u8)
+	return nil
+}
+
+// FileEntry is a dropped file and the path it has in the FS.
+type FileEntry struct {
+	Path string
+	Blob js.Value // a File or Blob
+}
+
+// FS is a read-only fs.FS over dropped files. Directories are implied by
+// the file paths. Its files implement io.ReaderAt.
+type FS struct {
+	files  map[string]js.Value
+	dirs   map[string][]string // dir -> sorted child names
+	window int
+}
+
+// NewFS builds the file system. Paths are slash-separated and relative
+// (a leading "/" as in FileSystemEntry.fullPath is dropped).
+func NewFS(entries []FileEntry, window int) (*FS, error) {
+	f := &FS{files: map[string]js.Value{}, dirs: map[string][]string{".": nil}, window: window}
+	children := map[string]map[string]bool{}
+	for _, e := range entries {
+		p := strings.TrimPrefix(e.Path, "/")
+		if !fs.ValidPath(p) || p == "." {
+			return nil, fmt.Errorf("file path %q: not a valid relative path", e.Path)
+		}
+		if _, dup := f.files[p]; dup {
+			return nil, fmt.Errorf("file %s is given twice", p)
+		}
+		if _, isDir := children[p]; isDir {
+			return nil, fmt.Errorf("%s is both a file and a folder", p)
+		}
+		f.files[p] = e.Blob
+		for child := p; child != "."; {
+			dir := path.Dir(child)
+			if _, isFile := f.files[dir]; isFile {
+				return nil, fmt.Errorf("%s is both a file and a folder", dir)
+			}
+			if children[dir] == nil {
+				children[dir] = map[string]bool{}
+			}
+			children[dir][path.Base(child)] = true
+			child = dir
+		}
+	}
+	for dir, names := range children {
+		list := make([]string, 0, len(names))
+		for n := range names {
+			list = append(list, n)
+		}
+		sort.Strings(list)
+		f.dirs[dir] = list
+	}
+	return f, nil
+}
+
+// Open implements fs.FS.
+func (f *FS) Open(name string) (fs.File, error) {
+	if !fs.ValidPath(name) {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrInvalid}
+	}
+	if b, ok := f.files[name]; ok {
+		return &file{name: name, r: NewBlobReader(b, f.window), blob: b}, nil
+	}
+	if _, ok := f.dirs[name]; ok {
+		return &dir{fsys: f, name: name}, nil
+	}
+	return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+}
+
+func (f *FS) info(name string) fs.FileInfo {
+	if b, ok := f.files[name]; ok {
+		fi := fileInfo{name: path.Base(name), size: int64(b.Get("size").Float())}
+		if lm := b.Get("lastModified"); lm.Type() == js.TypeNumber {
+			fi.mod = time.UnixMilli(int64(lm.Float()))
+		}
+		return fi
+	}
+	return fileInfo{name: path.Base(name), dir: true}
+}
+
+// file is an open dropped file: sequential Read on top of ReadAt.
+type file struct {
+	name string
+	blob js.Value
+	r    *BlobReader
+	off  int64
+}
+
+func (f *file) Stat() (fs.FileInfo, error) {
+	fi := fileInfo{name: path.Base(f.name), size: f.r.Size()}
+	if lm := f.blob.Get("lastModified"); lm.Type() == js.TypeNumber {
+		fi.mod = time.UnixMilli(int64(lm.Float()))
+	}
+	return fi, nil
+}
+
+func (f *file) Read(p []byte) (int, error) {
+	n, err := f.r.ReadAt(p, f.off)
+	f.off += int64(n)
+	if err != nil && err != io.EOF {
+		err = &fs.PathError{Op: "read", Path: f.name, Err: err}
+	}
+	return n, err
+}
+
+func (f *file) ReadAt(p []byte, off int64) (int, error) {
+	n, err := f.r.ReadAt(p, off)
+	if err != nil && err != io.EOF {
+		err = &fs.PathError{Op: "read", Path: f.name, Err: err}
+	}
+	return n, err
+}
+
+func (f *file) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekCurrent:
+		offset += f.off
+	case io.SeekEnd:
+		offset += f.r.Size()
+	}
+	if offset < 0 {
+		return 0, &fs.PathError{Op: "seek", Path: f.name, Err: fs.ErrInvalid}
+	}
+	f.off = offset
+	return offset, nil
+}
+
+func (f *file) Close() error { return nil }
+
+// dir is an open directory.
+type dir struct {
+	fsys *FS
+	name string
+	pos  int
+}
+
+func (d *dir) Stat() (fs.FileInfo, error) { return fileInfo{name: path.Base(d.name), dir: true}, nil }
+func (d *dir) Read([]byte) (int, error) {
+	return 0, &fs.PathError{Op: "read", Path: d.name, Err: errors.New("is a directory")}
+}
+func (d *dir) Close() error { return nil }
+
+func (d *dir) ReadDir(n int) ([]fs.DirEntry, error) {
+	names := d.fsys.dirs[d.name][d.pos:]
+	if n > 0 && len(names) > n {
+		names = names[:n]
+	}
+	if n > 0 && len(names) == 0 {
+		return nil, io.EOF
+	}
+	d.pos += len(names)
+	out := make([]fs.DirEntry, len(names))
+	for i, c := range names {
+		out[i] = fs.FileInfoToDirEntry(d.fsys.info(path.Join(d.name, c)))
+	}
+	return out, nil
+}
+
+type fileInfo struct {
+	name string
+	size int64
+	dir  bool
+	mod  time.Time
+}
+
+func (fi fileInfo) Name() string       { return fi.name }
+func (fi fileInfo) Size() int64        { return fi.size }
+func (fi fileInfo) ModTime() time.Time { return fi.mod }
+func (fi fileInfo) IsDir() bool        { return fi.dir }
+func (fi fileInfo) Sys() any           { return nil }
+func (fi fileInfo) Mode() fs.FileMode {
+	if fi.dir {
+		return fs.ModeDir | 0o555
+	}
+	return 0o444
+}
