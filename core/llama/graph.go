@@ -8,12 +8,22 @@ import (
 	"lorapte/core/mil"
 )
 
-// scalar returns a rank-0 const of the graph's float type.
+// scalar returns a rank-0 const of the graph's float type. Equal values
+// share one const op per function (the name of the first use), which keeps
+// the program text small.
 func (g *gen) scalar(name string, x float64) *mil.Var {
-	if g.s.Opts.FP32 {
-		return g.f.Const(name, mil.ScalarF32(float32(x)))
+	key := strconv.FormatFloat(x, 'g', -1, 64)
+	if v, ok := g.scalars[key]; ok {
+		return v
 	}
-	return g.f.Const(name, mil.ScalarF16(float32(x)))
+	var v *mil.Var
+	if g.s.Opts.FP32 {
+		v = g.f.Const(name, mil.ScalarF32(float32(x)))
+	} else {
+		v = g.f.Const(name, mil.ScalarF16(float32(x)))
+	}
+	g.scalars[key] = v
+	return v
 }
 
 func (g *gen) embedding() *mil.Var {

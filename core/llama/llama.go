@@ -249,7 +249,7 @@ func (s *Spec) Build(p Part, w Weights) (*mil.Program, []Function, error) {
 	var fns []Function
 	for _, m := range s.Methods() {
 		f := prog.Func(m.Name)
-		g := &gen{s: s, w: w, f: f, m: m}
+		g := &gen{s: s, w: w, f: f, m: m, scalars: map[string]*mil.Var{}}
 		fn, err := g.build(p)
 		if err != nil {
 			return nil, nil, fmt.Errorf("building %s/%s: %w", p, m.Name, err)
@@ -267,6 +267,8 @@ type gen struct {
 	m   Method
 	ins []Tensor
 	in  map[string]*mil.Var
+
+	scalars map[string]*mil.Var // shared scalar consts by value
 }
 
 func (g *gen) input(name string) *mil.Var {
