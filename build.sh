@@ -45,11 +45,13 @@ case "${1:-}" in
     go run ./cmd/lorapte serve --dir site --addr "${ADDR:-localhost:8080}"
     ;;
   bench)
-    # Native export benchmark: generates random 135M/360M/1B-shaped models
-    # outside the repo, writes docs/bench.md and docs/bench.svg. Extra
-    # arguments go to "lorapte bench" (e.g. --sizes 135m, --keep, --out DIR).
+    # Export benchmark: generates random 135M/360M/1B-shaped models outside
+    # the repo, exports them natively and in headless Chromium, writes
+    # docs/bench.md and docs/bench.svg. Extra arguments go to "lorapte bench"
+    # (e.g. --sizes 135m, --keep, --out DIR, --browser off).
     shift
     mkdir -p out
+    wasm # the browser runs load site/ (skipped without Chromium)
     go build -o out/lorapte ./cmd/lorapte
     out/lorapte bench "$@"
     ;;

@@ -392,6 +392,12 @@ func TestBrowserExporter(t *testing.T) {
 		got := blobBytes(t, ctx, `new Blob(window.__saved)`)
 		require.True(t, bytes.Equal(want, got), "cached-base export (%d bytes) differs from lorapte export (%d bytes)", len(got), len(want))
 		require.Contains(t, eval[string](t, ctx, shadow+`.querySelector('#result h2').textContent`), "Saved")
+
+		// Again into a Blob: the cached chunks join the output by reference.
+		do(t, ctx, `window.showSaveFilePicker = undefined`)
+		exportOnPage(t, ctx, nl, "done")
+		got = blobBytes(t, ctx, `window.__exported`)
+		require.True(t, bytes.Equal(want, got), "cached-base export into a Blob (%d bytes) differs from lorapte export (%d bytes)", len(got), len(want))
 	})
 
 	t.Run("broken file shows an error, then a good export works", func(t *testing.T) {
@@ -480,7 +486,7 @@ func TestBrowserExporter(t *testing.T) {
 		// Storage failing mid-way: the export still works, with a notice, and leaves no chunks.
 		do(t, ctx, `(() => { const put = IDBObjectStore.prototype.put; window.__put = put;
 			IDBObjectStore.prototype.put = function (v, k) {
-				if (v instanceof Uint8Array) throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
+				if (v instanceof Blob || v instanceof Uint8Array) throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
 				return put.call(this, v, k); }; })()`)
 		exportOnPage(t, ctx, nl, "done")
 		do(t, ctx, `IDBObjectStore.prototype.put = window.__put`)

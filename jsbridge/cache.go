@@ -23,8 +23,13 @@ import (
 // IndexedDB layout (database "lorapte", version 1):
 //
 //	bases   key id (the manifest key)       → {id, name, bytes, lastUsed, session, manifest (JSON)}
-//	chunks  key [session, blobKey, index]  → Uint8Array of at most ChunkSize bytes
+//	chunks  key [session, blobKey, index]  → Blob of at most ChunkSize bytes
+//	                                          (Uint8Array in entries of older builds)
 //	pending key session                     → {session, heartbeat} while a writer runs
+//
+// Chunks are Blobs so that a re-export can put them into the output Blob
+// by reference (cacheSource.OpenBlobRef): the browser keeps them on disk
+// and their bytes never pass through the wasm heap.
 //
 // A writer puts its chunks under a fresh session id, then puts the bases
 // record and deletes its pending record in one transaction, last. Until
@@ -339,7 +344,8 @@ type cacheSource struct {
 	ctx     context.Context
 	session string
 	sizes   map[string]int64
-	buf     []byte // shared: the exporter reads one blob at a time
+	buf     []byte                // shared: the exporter reads one blob at a time
+	chunks  map[string][]js.Value // chunk handles by blob key, for OpenBlobRef (loaded once)
 }
 
 func (s *cacheSource) OpenBlob(key string) (io.Reader, error) {
@@ -390,18 +396,147 @@ func (r *chunkReader) next() error {
 	if err != nil {
 		return err
 	}
-	if v.Type() != js.TypeObject || v.Get("byteLength").Type() != js.TypeNumber {
-		return fmt.Errorf("chunk %d is missing; delete this cached base and export from the model files", r.idx)
+	n, err := chunkSize(v, r.idx, r.left)
+	if err != nil {
+		return err
 	}
-	n := v.Length()
-	if n == 0 || n > ChunkSize || int64(n) > r.left {
-		return fmt.Errorf("chunk %d has %d bytes, expected at most %d; delete this cached base and export from the model files", r.idx, n, min(r.left, ChunkSize))
+	if v.InstanceOf(js.Global().Get("Blob")) {
+		if v, err = blobBytesJS(v); err != nil {
+			return fmt.Errorf("chunk %d: %w", r.idx, err)
+		}
+		if v.Length() != int(n) {
+			return fmt.Errorf("chunk %d: read %d of %d bytes", r.idx, v.Length(), n)
+		}
 	}
 	r.cur = s.buf[:n]
 	js.CopyBytesToGo(r.cur, v)
-	r.left -= int64(n)
+	r.left -= n
 	r.idx++
 	return nil
+}
+
+// chunkSize checks a stored chunk (a Blob, or a Uint8Array from an older
+// build) against what is left of its blob.
+func chunkSize(v js.Value, idx int, left int64) (int64, error) {
+	var n int64
+	switch {
+	case v.Type() == js.TypeObject && v.InstanceOf(js.Global().Get("Blob")):
+		n = int64(v.Get("size").Float())
+	case v.Type() == js.TypeObject && v.InstanceOf(js.Global().Get("Uint8Array")):
+		n = int64(v.Length())
+	default:
+		return 0, fmt.Errorf("chunk %d is missing; delete this cached base and export from the model files", idx)
+	}
+	if n == 0 || n > ChunkSize || n > left {
+		return 0, fmt.Errorf("chunk %d has %d bytes, expected at most %d; delete this cached base and export from the model files", idx, n, min(left, ChunkSize))
+	}
+	return n, nil
+}
+
+// blobBytesJS reads a (small) Blob into a Uint8Array.
+func blobBytesJS(b js.Value) (js.Value, error) {
+	p, err := call(b, "arrayBuffer")
+	if err != nil {
+		return js.Value{}, err
+	}
+	ab, err := Await(p)
+	if err != nil {
+		return js.Value{}, err
+	}
+	return js.Global().Get("Uint8Array").New(ab), nil
+}
+
+// OpenBlobRef implements export.BlobRefSource: the blob as one Blob made
+// of its stored chunks. Only handles move; the bytes stay on disk.
+func (s *cacheSource) OpenBlobRef(key string) (any, int64, error) {
+	size, ok := s.sizes[key]
+	if !ok {
+		return nil, 0, errors.New("not in the cache entry's manifest")
+	}
+	if s.chunks == nil {
+		if err := s.loadChunks(); err != nil {
+			return nil, 0, err
+		}
+	}
+	parts := s.chunks[key]
+	left := size
+	for i, v := range parts {
+		if v.IsUndefined() {
+			return nil, 0, fmt.Errorf("chunk %d is missing; delete this cached base and export from the model files", i)
+		}
+		n, err := chunkSize(v, i, left)
+		if err != nil {
+			return nil, 0, err
+		}
+		left -= n
+	}
+	if left != 0 {
+		return nil, 0, fmt.Errorf("chunks hold %d of %d bytes; delete this cached base and export from the model files", size-left, size)
+	}
+	if len(parts) == 1 && parts[0].InstanceOf(js.Global().Get("Blob")) {
+		return parts[0], size, nil
+	}
+	list := make([]any, len(parts))
+	for i, v := range parts {
+		list[i] = v
+	}
+	return js.Global().Get("Blob").New(list), size, nil
+}
+
+// loadChunks collects the handles of every chunk of the entry in one
+// cursor pass: one transaction instead of one per blob (a 1B model has
+// hundreds of blobs).
+func (s *cacheSource) loadChunks() error {
+	txn, err := s.c.db.Transaction(idb.TransactionReadOnly, storeChunks)
+	if err != nil {
+		return err
+	}
+	store, _ := txn.ObjectStore(storeChunks)
+	kr, err := idb.NewKeyRangeBound(js.ValueOf([]any{s.session}), js.ValueOf([]any{s.session, []any{}}), false, false)
+	if err != nil {
+		return err
+	}
+	cur, err := store.OpenCursorRange(kr, idb.CursorNext)
+	if err != nil {
+		return err
+	}
+	chunks := map[string][]js.Value{}
+	err = cur.Iter(s.ctx, func(cv *idb.CursorWithValue) error {
+		k, err := cv.Key()
+		if err != nil {
+			return err
+		}
+		if k.Type() != js.TypeObject || k.Length() != 3 || k.Index(1).Type() != js.TypeString || k.Index(2).Type() != js.TypeNumber {
+			return nil // not a chunk key of this layout
+		}
+		key, idx := k.Index(1).String(), k.Index(2).Int()
+		if _, ok := s.sizes[key]; !ok || idx < 0 || idx >= maxChunks(s.sizes[key]) {
+			return nil
+		}
+		v, err := cv.Value()
+		if err != nil {
+			return err
+		}
+		list := chunks[key]
+		for len(list) <= idx {
+			list = append(list, js.Undefined())
+		}
+		list[idx] = v
+		chunks[key] = list
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.chunks = chunks
+	return nil
+}
+
+// maxChunks is how many chunks CacheWriter stores for a blob of size
+// bytes (all full but the last); a larger index is not ours, and the bound
+// keeps a damaged key from making the list absurdly long.
+func maxChunks(size int64) int {
+	return int((size + ChunkSize - 1) / ChunkSize)
 }
 
 // CacheWriter is the export's BlobSink. It never fails the export: the
@@ -474,7 +609,8 @@ func (w *CacheWriter) flush() {
 		}
 		chunks, _ := txn.ObjectStore(storeChunks)
 		pending, _ := txn.ObjectStore(storePending)
-		if _, err := chunks.PutKey(js.ValueOf([]any{w.session, w.key, w.idx}), bytesToJS(w.buf)); err != nil {
+		chunk := js.Global().Get("Blob").New([]any{bytesToJS(w.buf)})
+		if _, err := chunks.PutKey(js.ValueOf([]any{w.session, w.key, w.idx}), chunk); err != nil {
 			return err
 		}
 		hb := map[string]any{"session": w.session, "heartbeat": float64(w.now().UnixMilli())}

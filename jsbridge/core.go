@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"syscall/js"
 	"time"
@@ -308,6 +309,7 @@ func (c *Core) DeleteCachedBase(ctx context.Context, id string) error {
 //	deleteCachedBase(id) → Promise<void>
 //	validateAdapterName(name, multifunction, others) → null | message (synchronous)
 //	defaults() → the CLI's export options
+//	memStats() → {sys, heapSys, heapInuse} of the Go runtime (synchronous; benchmarks)
 func (c *Core) Register(global js.Value, name string) {
 	ctx := context.Background()
 	api := map[string]any{
@@ -354,6 +356,17 @@ func (c *Core) Register(global js.Value, name string) {
 		"defaults": js.FuncOf(func(js.Value, []js.Value) any {
 			return optionsToJS(export.DefaultOptions())
 		}),
+		"memStats": js.FuncOf(func(js.Value, []js.Value) any {
+			return memStats()
+		}),
 	}
 	global.Set(name, js.ValueOf(api))
+}
+
+// memStats reports the Go heap for benchmarks; the wasm linear memory
+// itself is measured on the JS side (lorapte.memory()).
+func memStats() map[string]any {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return map[string]any{"sys": float64(ms.Sys), "heapSys": float64(ms.HeapSys), "heapInuse": float64(ms.HeapInuse)}
 }

@@ -55,6 +55,35 @@ func (w *BlobWriter) flush() {
 	w.buf = w.buf[:0]
 }
 
+// WriteRef appends a Blob by reference (export.RefWriter): a cached base's
+// blob joins the output as a part of its own, its bytes never entering
+// the wasm heap.
+func (w *BlobWriter) WriteRef(ref any, n int64) error {
+	if w.done {
+		return errors.New("write after Blob()")
+	}
+	blob, err := refBlob(ref, n)
+	if err != nil {
+		return err
+	}
+	w.flush()
+	w.parts.Call("push", blob)
+	w.n += n
+	return nil
+}
+
+// refBlob checks that a reference is a Blob of n bytes.
+func refBlob(ref any, n int64) (js.Value, error) {
+	v, ok := ref.(js.Value)
+	if !ok || v.Type() != js.TypeObject || !v.InstanceOf(js.Global().Get("Blob")) {
+		return js.Value{}, fmt.Errorf("internal: output reference is %T, not a Blob", ref)
+	}
+	if size := int64(v.Get("size").Float()); size != n {
+		return js.Value{}, fmt.Errorf("internal: Blob of %d bytes given as %d", size, n)
+	}
+	return v, nil
+}
+
 // Parts is the number of parts so far (for tests).
 func (w *BlobWriter) Parts() int { return w.parts.Length() }
 
@@ -77,9 +106,11 @@ func bytesToJS(b []byte) js.Value {
 // FileSystemWritableFileStream of showSaveFilePicker), awaiting each write
 // so a slow disk slows the export instead of filling memory.
 type StreamWriter struct {
-	w   js.Value // WritableStreamDefaultWriter
-	buf []byte
-	err error
+	stream js.Value // the WritableStream; undefined when given a writer
+	w      js.Value // WritableStreamDefaultWriter
+	blobs  bool     // the sink takes Blob chunks (a FileSystemWritableFileStream)
+	buf    []byte
+	err    error
 }
 
 // NewStreamWriter takes a WritableStream (or an already acquired writer).
@@ -87,17 +118,105 @@ func NewStreamWriter(stream js.Value, bufSize int) (*StreamWriter, error) {
 	if bufSize <= 0 {
 		bufSize = DefaultPartSize
 	}
-	w := stream
+	w, s := stream, js.Undefined()
 	if stream.Get("getWriter").Type() == js.TypeFunction {
 		var err error
 		if w, err = call(stream, "getWriter"); err != nil {
 			return nil, fmt.Errorf("output stream: %w", err)
 		}
+		s = stream
 	}
 	if w.Get("write").Type() != js.TypeFunction {
 		return nil, errors.New("output: want a WritableStream")
 	}
-	return &StreamWriter{w: w, buf: make([]byte, 0, bufSize)}, nil
+	fsw := js.Global().Get("FileSystemWritableFileStream")
+	blobs := fsw.Type() == js.TypeFunction && stream.InstanceOf(fsw)
+	return &StreamWriter{stream: s, w: w, blobs: blobs, buf: make([]byte, 0, bufSize)}, nil
+}
+
+// WriteRef appends a Blob by reference (export.RefWriter) without copying
+// it through the wasm heap: a file on disk takes the Blob itself, any
+// other stream gets the Blob's own byte stream piped into it.
+func (s *StreamWriter) WriteRef(ref any, n int64) error {
+	if s.err != nil {
+		return s.err
+	}
+	blob, err := refBlob(ref, n)
+	if err != nil {
+		s.err = err
+		return err
+	}
+	if err := s.flush(); err != nil {
+		return err
+	}
+	switch {
+	case s.blobs:
+		err = s.await(call(s.w, "write", blob))
+	case !s.stream.IsUndefined():
+		err = s.pipe(blob)
+	default:
+		err = s.copyChunks(blob)
+	}
+	if err != nil {
+		s.err = fmt.Errorf("writing the output: %w", err)
+	}
+	return s.err
+}
+
+func (s *StreamWriter) await(p js.Value, err error) error {
+	if err == nil {
+		_, err = Await(p)
+	}
+	return err
+}
+
+// pipe lets the browser move blob into the stream: pipeTo needs the
+// stream unlocked, so the writer is released and taken again.
+func (s *StreamWriter) pipe(blob js.Value) error {
+	if _, err := call(s.w, "releaseLock"); err != nil {
+		return err
+	}
+	src, err := call(blob, "stream")
+	if err == nil {
+		opts := map[string]any{"preventClose": true, "preventAbort": true, "preventCancel": true}
+		err = s.await(call(src, "pipeTo", s.stream, opts))
+	}
+	w, werr := call(s.stream, "getWriter")
+	if werr != nil {
+		return errors.Join(err, werr)
+	}
+	s.w = w
+	return err
+}
+
+// copyChunks forwards the Blob's stream chunk by chunk (the caller gave
+// an already acquired writer, so the stream itself cannot be piped to).
+func (s *StreamWriter) copyChunks(blob js.Value) error {
+	src, err := call(blob, "stream")
+	if err != nil {
+		return err
+	}
+	r, err := call(src, "getReader")
+	if err != nil {
+		return err
+	}
+	for {
+		p, err := call(r, "read")
+		if err != nil {
+			return err
+		}
+		res, err := Await(p)
+		if err != nil {
+			return err
+		}
+		if res.Get("done").Truthy() {
+			return nil
+		}
+		if err := s.await(call(s.w, "write", res.Get("value"))); err != nil {
+			call(r, "cancel") //nolint:errcheck // the write error is the one to report
+			return err
+		}
+	}
 }
 
 func (s *StreamWriter) Write(p []byte) (int, error) {

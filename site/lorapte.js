@@ -17,6 +17,7 @@
 
   let corePromise = null;
   let coreNow = null; // the loaded core, for synchronous calls
+  let wasmMemory = null; // the instance's linear memory, for memory()
 
   function loadScript(url) {
     return new Promise((resolve, reject) => {
@@ -45,6 +46,7 @@
         if (typeof globalThis.Go !== 'function') await loadScript(new URL('wasm_exec.js', here));
         const go = new globalThis.Go();
         const instance = await instantiate(new URL('lorapte.wasm', here), go.importObject);
+        wasmMemory = instance.exports.mem;
         go.run(instance).finally(() => {
           // The program ended (it never should): load it afresh next time.
           corePromise = coreNow = null;
@@ -159,6 +161,12 @@
       (await core()).validateAdapterName(name, multifunction, others),
     /** The CLI's export options and defaults. */
     defaults: async () => (await core()).defaults(),
+    /**
+     * Memory diagnostics: wasmBytes is the size of the wasm linear memory,
+     * which only ever grows (so it is the peak so far); the rest are Go's
+     * runtime.MemStats Sys, HeapSys, HeapInuse in bytes.
+     */
+    memory: async () => ({ wasmBytes: (await core(), wasmMemory.buffer.byteLength), ...coreNow.memStats() }),
     classify,
   };
   globalThis.lorapte = lorapte;

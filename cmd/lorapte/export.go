@@ -69,6 +69,20 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 	num(&o.MaxSplits, o.MaxSplits, "maximum pieces per linear", "max-splits", "max_splits")
 	boolean(&o.NoGraphBreaks, "one Core ML partition instead of embedding | layers | head", "no-graph-breaks", "no_graph_breaks")
 	boolean(&quiet, "no progress output", "quiet", "q")
+	size := func(p *int64, def int64, usage string, names ...string) {
+		for _, n := range names {
+			fl.Func(n, fmt.Sprintf("%s (bytes, or with a suffix KB, MB, GB, KiB, MiB, GiB; default %s)", usage, humanBytes(def)), func(v string) error {
+				b, err := parseSize(v)
+				if err != nil {
+					return err
+				}
+				*p = b
+				return nil
+			})
+		}
+	}
+	size(&o.MaxOutputBytes, export.DefaultMaxOutputBytes, "refuse an output larger than this", "max-output-size", "max_output_size")
+	size(&o.MaxMemoryBytes, export.DefaultMaxMemoryBytes, "refuse an export whose estimated peak memory is larger than this", "max-memory", "max_memory")
 	if err := fl.Parse(args); err != nil {
 		return errUsage
 	}
@@ -108,7 +122,13 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 
 // writeAtomic writes to a temporary file beside path and renames it into
 // place only when fn succeeded, so a failed export leaves nothing behind.
-func writeAtomic(path string, fn func(io.Writer) error) (err error) {
+func writeAtomic(path string, fn func(io.Writer) error) error {
+	return writeAtomicVia(path, nil, fn)
+}
+
+// writeAtomicVia is writeAtomic with the file wrapped by wrap (when not
+// nil); tests inject a writer that fails like a full disk.
+func writeAtomicVia(path string, wrap func(io.Writer) io.Writer, fn func(io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -120,8 +140,18 @@ func writeAtomic(path string, fn func(io.Writer) error) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	bw := newBufWriter(f)
+	var w io.Writer = f
+	if wrap != nil {
+		w = wrap(f)
+	}
+	// Remember a write error so that it is reported against the output
+	// path rather than as an input problem.
+	sink := &errWriter{w: w}
+	bw := newBufWriter(sink)
 	if err = fn(bw); err != nil {
+		if sink.err != nil && errors.Is(err, sink.err) {
+			return fmt.Errorf("writing %s: %w", path, sink.err)
+		}
 		return err
 	}
 	if err = bw.Flush(); err != nil {
@@ -134,4 +164,18 @@ func writeAtomic(path string, fn func(io.Writer) error) (err error) {
 		return fmt.Errorf("cannot write output %s: %w", path, err)
 	}
 	return nil
+}
+
+// errWriter records the first error of w.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }

@@ -38,6 +38,11 @@ type Options struct {
 	MaxSplits         int
 	NoGraphBreaks     bool
 
+	// Limits checked before any tensor data is converted (0 = default:
+	// DefaultMaxOutputBytes, DefaultMaxMemoryBytes).
+	MaxOutputBytes int64
+	MaxMemoryBytes int64
+
 	embScheme, linScheme *quant.Scheme
 }
 

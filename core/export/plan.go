@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"path"
 	"sort"
 	"strconv"
 
@@ -62,6 +63,7 @@ type Plan struct {
 	cmjr         [][]byte
 	program      *pte.Program
 	layout       *pte.Layout
+	memory       MemoryEstimate
 }
 
 // NewPlan reads configs and safetensors headers (no tensor data besides
@@ -102,6 +104,17 @@ func NewPlan(req Request) (*Plan, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
+	// Refuse what cannot be built or would not fit before planning: the
+	// RoPE tables alone can be huge for an absurd head_dim.
+	maxOut, maxMem := o.limits()
+	cfgFile := path.Join(name, "config.json")
+	early := int64(cfg.Layers) * int64(len(spec.Methods())) * specBytesPerLayer
+	if err := checkMemory(estimateMemory(cfg, &o, 0, 0, early), maxMem, cfgFile, cfg, &o, len(spec.Methods())); err != nil {
+		return nil, err
+	}
+	if err := checkQuantShapes(cfg, &o, cfgFile); err != nil {
+		return nil, err
+	}
 	p := &Plan{cfg: cfg, spec: spec, opts: o, base: base, adapters: adapters, configJSON: configJSON,
 		modelName: name, baseBlobs: req.BaseBlobs, saveBase: req.SaveBase}
 	if req.Base != nil {
@@ -124,6 +137,14 @@ func NewPlan(req Request) (*Plan, error) {
 		p.parts = append(p.parts, pp)
 	}
 	if err := p.planProgram(); err != nil {
+		return nil, err
+	}
+	files, headers := p.sourceStats()
+	p.memory = estimateMemory(cfg, &o, files, headers, p.planBytes())
+	if err := checkMemory(p.memory, maxMem, cfgFile, cfg, &o, len(spec.Methods())); err != nil {
+		return nil, err
+	}
+	if err := checkOutput(p.Size(), maxOut); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -203,7 +224,7 @@ func (p *Plan) Methods() []string {
 // per partition that stores it.
 func (p *Plan) Write(ctx context.Context, w io.Writer, progress Progress) error {
 	cw := &countingWriter{w: w, ctx: ctx, total: p.Size(), progress: progress}
-	pw := pte.NewWriter(cw, p.layout)
+	pw := pte.NewWriter(outputWriter(cw), p.layout)
 	if err := pw.WriteSegment(0, p.consts); err != nil {
 		return err
 	}
@@ -275,10 +296,6 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	n, err := c.w.Write(b)
-	c.n += int64(n)
-	if c.progress != nil && (c.n-c.last >= 1<<20 || c.n == c.total) {
-		c.last = c.n
-		c.progress("write", c.n, c.total)
-	}
+	c.count(int64(n))
 	return n, err
 }

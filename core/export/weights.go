@@ -279,6 +279,12 @@ type encoder struct {
 	codes    []int8
 	out      []byte
 	onRead   func(n int64) // progress: source bytes consumed
+
+	// Parallel conversion (convert.go).
+	workers   int  // 0: GOMAXPROCS
+	reference bool // tests: use the single-goroutine reference loop
+	scratch   []*scratch
+	outBufs   [2][]byte
 }
 
 // encode writes every job of the plan to bw in plan order.
@@ -318,8 +324,19 @@ func (b blobWriter) write(key string, chunk []byte) error {
 	return nil
 }
 
-// copyCached streams a blob from the base cache.
+// copyCached streams a blob from the base cache, by reference when both
+// the cache and the output can (ref.go).
 func (e *encoder) copyCached(key string, bw *milblob.Writer) error {
+	if rs, ok := e.cacheIn.(BlobRefSource); ok && bw.CanWriteRef() {
+		ref, n, err := rs.OpenBlobRef(blobKey(e.part, key))
+		if err == nil {
+			err = bw.WriteRef(key, ref, n)
+		}
+		if err != nil {
+			return fmt.Errorf("cached base: blob %s: %w", key, err)
+		}
+		return nil
+	}
 	r, err := e.cacheIn.OpenBlob(blobKey(e.part, key))
 	if err != nil {
 		return fmt.Errorf("cached base: blob %s: %w", key, err)
@@ -354,94 +371,7 @@ func (e *encoder) encodeJob(j *job, bw0 *milblob.Writer) error {
 		return nil
 	}
 	bw := blobWriter{e: e, bw: bw0, tee: isBase && e.cacheOut != nil}
-	step := chunkRows(j.cols)
-	if step > j.rows {
-		step = j.rows
-	}
-	e.grow(step * j.cols)
-	var scales16 []uint16
-	var scales32 []float32
-	groups := 1
-	if j.enc == encQuant {
-		var err error
-		if groups, err = j.scheme.ScaleCount(j.cols); err != nil {
-			return fmt.Errorf("%s: %w", j.label, err)
-		}
-		if e.fp32 {
-			scales32 = make([]float32, j.rows*groups)
-		} else {
-			scales16 = make([]uint16, j.rows*groups)
-		}
-	}
-	for r := 0; r < j.rows; r += step {
-		n := step
-		if r+n > j.rows {
-			n = j.rows - r
-		}
-		vals := e.buf[:n*j.cols]
-		if err := e.read(j, r, n, vals); err != nil {
-			return err
-		}
-		if e.onRead != nil {
-			e.onRead(int64(len(vals)) * 2)
-		}
-		if err := checkFinite(vals, j, r, "a non-finite value"); err != nil {
-			return err
-		}
-		if !e.fp32 {
-			// The model is cast to the float dtype before quantization.
-			for i, v := range vals {
-				vals[i] = quant.RoundF16(v)
-			}
-			if err := checkFinite(vals, j, r, "a value outside the float16 range"); err != nil {
-				return err
-			}
-		}
-		var chunk []byte
-		switch {
-		case j.enc == encFloat && e.fp32:
-			chunk = putF32(e.out, vals)
-		case j.enc == encFloat:
-			chunk = putF16(e.out, vals)
-		default:
-			codes := e.codes[:len(vals)]
-			var err error
-			if e.fp32 {
-				err = quant.QuantizeRowsF32(vals, n, j.cols, j.scheme, codes, scales32[r*groups:(r+n)*groups])
-			} else {
-				err = quant.QuantizeRowsF16(vals, n, j.cols, j.scheme, codes, scales16[r*groups:(r+n)*groups])
-			}
-			if err != nil {
-				return fmt.Errorf("%s: %w", j.label, err)
-			}
-			if j.scheme.Bits == 4 {
-				chunk = milblob.PackInt4(codes)
-			} else {
-				chunk = e.out[:len(codes)]
-				for i, c := range codes {
-					chunk[i] = byte(c)
-				}
-			}
-		}
-		if err := bw.write(j.dataKey, chunk); err != nil {
-			return err
-		}
-	}
-	if j.enc == encQuant {
-		var b []byte
-		if e.fp32 {
-			b = putF32(make([]byte, 4*len(scales32)), scales32)
-		} else {
-			b = make([]byte, 2*len(scales16))
-			for i, s := range scales16 {
-				b[2*i], b[2*i+1] = byte(s), byte(s>>8)
-			}
-		}
-		if err := bw.write(j.scaleKey, b); err != nil {
-			return err
-		}
-	}
-	return nil
+	return e.convert(j, bw.write)
 }
 
 // read fills vals with rows [r, r+n) of the job's slice of its source.

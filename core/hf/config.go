@@ -11,7 +11,9 @@ package hf
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"sort"
 	"strings"
@@ -193,14 +195,57 @@ func short(v json.RawMessage) string {
 	return s
 }
 
+// DecodeObject splits a JSON object into its members (a repeated key keeps
+// its last value, as encoding/json does). When a member's value is
+// malformed, key names it, which json.Unmarshal's byte offsets would not.
+func DecodeObject(data []byte) (m map[string]json.RawMessage, key string, err error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	bad := func(err error) error {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return errors.New("not JSON: unexpected end of input")
+		}
+		return fmt.Errorf("not JSON: %w", err)
+	}
+	tok, err := dec.Token()
+	if err == io.EOF {
+		return nil, "", errors.New("empty, want a JSON object")
+	}
+	if err != nil {
+		return nil, "", bad(err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, "", errors.New("want a JSON object")
+	}
+	m = map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, "", bad(err)
+		}
+		key, _ = tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, key, bad(err)
+		}
+		m[key] = v
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, "", bad(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, "", errors.New("not JSON: data after the object")
+	}
+	return m, "", nil
+}
+
 // ParseConfig parses config.json (file names it in errors).
 func ParseConfig(data []byte, file string) (*Config, error) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(data, &m); err != nil {
+	m, key, err := DecodeObject(data)
+	if err != nil {
+		if key != "" {
+			return nil, fmt.Errorf("%s: %s: %w", file, key, err)
+		}
 		return nil, fmt.Errorf("%s: %w", file, err)
-	}
-	if m == nil {
-		return nil, fmt.Errorf("%s: want a JSON object", file)
 	}
 	f := fields{file: file, m: m}
 	c := &Config{}

@@ -2,6 +2,7 @@ package hf
 
 import (
 	"fmt"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,7 +118,24 @@ func CheckWeights(cfg *Config, src TensorInfoer) error {
 	if n := len(problems); n > 10 {
 		problems = append(problems[:10], fmt.Sprintf("and %d more", n-10))
 	}
-	return fmt.Errorf("checkpoint does not match config.json (%s): %s", cfg.Arch, strings.Join(problems, "; "))
+	return fmt.Errorf("checkpoint %sdoes not match config.json (%s): %s", checkpointName(src), cfg.Arch, strings.Join(problems, "; "))
+}
+
+// checkpointName names the checkpoint's file (or its shards' folder) for
+// messages, when src can list its files; "" otherwise.
+func checkpointName(src TensorInfoer) string {
+	l, ok := src.(interface{ Files() []*safetensors.File })
+	if !ok {
+		return ""
+	}
+	files := l.Files()
+	switch {
+	case len(files) == 0:
+		return ""
+	case len(files) == 1:
+		return files[0].Name() + " "
+	}
+	return fmt.Sprintf("%s (%d shards) ", path.Dir(files[0].Name()), len(files))
 }
 
 // WeightNotes returns non-fatal observations about a checkpoint for the

@@ -251,6 +251,9 @@ func (w *Writer) start(path string) (io.Writer, error) {
 	}
 	w.next++
 	w.remaining = e.Size
+	if _, ok := w.w.(RefWriter); ok {
+		return refFileWriter{fileWriter{w}}, nil
+	}
 	return fileWriter{w}, nil
 }
 
@@ -294,6 +297,36 @@ func (f fileWriter) Write(p []byte) (int, error) {
 		return n, w.fail(err)
 	}
 	return n, nil
+}
+
+// RefWriter is an io.Writer that can also append bytes it holds elsewhere:
+// WriteRef appends the n bytes an opaque reference stands for. When the
+// Writer's destination is one, the file writers StreamFile hands out are
+// too, with the same size checks.
+type RefWriter interface {
+	io.Writer
+	WriteRef(ref any, n int64) error
+}
+
+type refFileWriter struct{ fileWriter }
+
+func (f refFileWriter) WriteRef(ref any, n int64) error {
+	w := f.w
+	if w.err != nil {
+		return w.err
+	}
+	if n < 0 || n > w.remaining {
+		e := w.l.files[w.next-1]
+		return w.fail(fmt.Errorf("inmemfs: file %q: a reference of %d bytes does not fit the planned %d bytes (%d left)", e.Path, n, e.Size, w.remaining))
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := w.w.(RefWriter).WriteRef(ref, n); err != nil {
+		return w.fail(err)
+	}
+	w.remaining -= n
+	return nil
 }
 
 func (w *Writer) fail(err error) error {

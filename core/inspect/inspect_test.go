@@ -227,3 +227,37 @@ func TestLegacyPayload(t *testing.T) {
 	require.ElementsMatch(t, []string{"segment_3", "coreml_executorch_00112233445566778899aabbccddeeff"}, keys)
 	require.Equal(t, "segment_3", rep.Methods[0].Delegates[0].Key)
 }
+
+// FuzzOpenPackage feeds delegate blobs (a flattened directory holding
+// metadata.json, Manifest.json, model.mlmodel and weight.bin) through the
+// readers inspect uses on each Core ML model, then checks the model the
+// way --verify does.
+func FuzzOpenPackage(f *testing.F) {
+	f.Add([]byte("{}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		pkg, err := OpenPackage(bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			return
+		}
+		for _, e := range pkg.FS.Files() {
+			if e.Offset < 0 || e.Size < 0 || e.Offset+e.Size > int64(len(data)) {
+				t.Fatalf("file %+v outside the %d-byte blob", e, len(data))
+			}
+		}
+		rep := mlpackage.Check(pkg.Manifest, pkg.Model, pkg.Weights)
+		_ = rep.Summary()
+		if prog := pkg.Spec.GetMlProgram(); prog != nil {
+			for _, fn := range prog.Functions {
+				_ = mil.OpCounts(fn)
+			}
+		}
+		if pkg.Weights != nil {
+			es, _ := pkg.Weights.Walk()
+			for _, e := range es {
+				if e.End() > uint64(pkg.Weights.Size()) {
+					t.Fatalf("blob %+v past the end of weight.bin", e)
+				}
+			}
+		}
+	})
+}

@@ -30,6 +30,9 @@ const (
 	WeightsFile = "adapter_model.safetensors"
 )
 
+// maxConfigSize bounds adapter_config.json (real ones are under 2 KB).
+const maxConfigSize = 1 << 20
+
 // Module is one adapted projection.
 type Module struct {
 	Name       string // HF module, e.g. "model.layers.0.self_attn.q_proj"
@@ -74,12 +77,15 @@ type Config struct {
 
 // ParseConfig parses and checks adapter_config.json. file names it in errors.
 func ParseConfig(data []byte, file string) (*Config, error) {
-	if len(data) > 1<<20 {
-		return nil, fmt.Errorf("%s: %d bytes is too large for an adapter config", file, len(data))
+	if len(data) > maxConfigSize {
+		return nil, fmt.Errorf("%s: more than %d bytes, too large for an adapter config", file, maxConfigSize)
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, fmt.Errorf("%s: not a JSON object: %v", file, err)
+	raw, key, err := hf.DecodeObject(data)
+	if err != nil {
+		if key != "" {
+			return nil, fmt.Errorf("%s: field %q: %v", file, key, err)
+		}
+		return nil, fmt.Errorf("%s: %v", file, err)
 	}
 	c := &Config{File: file}
 	bad := func(field, format string, a ...any) error {
@@ -122,7 +128,6 @@ func ParseConfig(data []byte, file string) (*Config, error) {
 	} else if err := json.Unmarshal(v, &c.Alpha); err != nil || math.IsNaN(c.Alpha) || math.IsInf(c.Alpha, 0) {
 		return nil, bad("lora_alpha", "want a number, got %s", v)
 	}
-	var err error
 	if c.UseRSLoRA, err = boolean("use_rslora"); err != nil {
 		return nil, err
 	}
@@ -334,7 +339,7 @@ func Load(name string, fsys fs.FS, p string, cfg *hf.Config) (*Adapter, error) {
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("adapter %s: %s: %w", name, p, err)
 	}
-	data, err := fs.ReadFile(fsys, cfgPath)
+	data, err := readConfig(fsys, cfgPath)
 	if err != nil {
 		return nil, fmt.Errorf("adapter %s: %s: %w", name, cfgPath, notFound(err))
 	}
@@ -344,7 +349,7 @@ func Load(name string, fsys fs.FS, p string, cfg *hf.Config) (*Adapter, error) {
 	}
 	f, err := openFile(fsys, wPath)
 	if err != nil {
-		return nil, fmt.Errorf("adapter %s: %s: %w", name, wPath, notFound(err))
+		return nil, fmt.Errorf("adapter %s: %w", name, err)
 	}
 	src, err := safetensors.OpenFiles(f)
 	if err != nil {
@@ -357,6 +362,17 @@ func Load(name string, fsys fs.FS, p string, cfg *hf.Config) (*Adapter, error) {
 	return ad, nil
 }
 
+// readConfig reads at most one byte more than ParseConfig accepts, so a
+// huge file is refused without reading it whole.
+func readConfig(fsys fs.FS, p string) ([]byte, error) {
+	f, err := fsys.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+}
+
 func notFound(err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		return errors.New("not found")
@@ -364,18 +380,19 @@ func notFound(err error) error {
 	return err
 }
 
+// openFile opens the adapter's safetensors file; errors name p.
 func openFile(fsys fs.FS, p string) (*safetensors.File, error) {
 	f, err := fsys.Open(p)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", p, notFound(err))
 	}
 	st, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	ra, ok := f.(io.ReaderAt)
 	if !ok {
-		return nil, errors.New("file does not support random access")
+		return nil, fmt.Errorf("%s: file does not support random access", p)
 	}
 	return safetensors.Open(p, ra, st.Size())
 }

@@ -104,6 +104,44 @@ func (w *Writer) advance() {
 // Write appends the next chunk of blob key's data. Blobs must come in plan
 // order and each must receive exactly Entry.Bytes bytes in total.
 func (w *Writer) Write(key string, data []byte) error {
+	return w.put(key, int64(len(data)), func() { w.emit(data) })
+}
+
+// RefWriter is an io.Writer that can also append bytes it holds elsewhere:
+// WriteRef appends the n bytes an opaque reference stands for (in the
+// browser, a cached Blob joins the output without passing through wasm).
+type RefWriter interface {
+	io.Writer
+	WriteRef(ref any, n int64) error
+}
+
+// CanWriteRef reports whether WriteRef may be used: the underlying writer
+// is a RefWriter.
+func (w *Writer) CanWriteRef() bool {
+	_, ok := w.w.(RefWriter)
+	return ok
+}
+
+// WriteRef is Write for n bytes of blob key given by reference; the
+// underlying writer (a RefWriter, see CanWriteRef) resolves ref. The byte
+// accounting is that of Write, so the file is the same.
+func (w *Writer) WriteRef(key string, ref any, n int64) error {
+	if n < 0 {
+		return w.fail(fmt.Errorf("milblob: blob %q: negative reference size %d", key, n))
+	}
+	return w.put(key, n, func() { w.emitRef(ref, n) })
+}
+
+func (w *Writer) fail(err error) error {
+	if w.err == nil {
+		w.err = err
+	}
+	return w.err
+}
+
+// put checks that n more bytes of blob key fit the plan at the cursor and
+// calls emit to write them.
+func (w *Writer) put(key string, n int64, emit func()) error {
 	w.advance()
 	if w.err != nil {
 		return w.err
@@ -120,18 +158,36 @@ func (w *Writer) Write(key string, data []byte) error {
 	if !w.begun {
 		w.beginEntry()
 	}
-	if w.done+int64(len(data)) > e.Bytes {
-		w.err = fmt.Errorf("milblob: blob %q: %d bytes given, planned size is %d", key, w.done+int64(len(data)), e.Bytes)
+	if w.done+n > e.Bytes {
+		w.err = fmt.Errorf("milblob: blob %q: %d bytes given, planned size is %d", key, w.done+n, e.Bytes)
 		return w.err
 	}
-	w.emit(data)
-	w.done += int64(len(data))
+	emit()
+	w.done += n
 	if w.done == e.Bytes {
 		w.cur++
 		w.begun = false
 		w.advance()
 	}
 	return w.err
+}
+
+// emitRef writes n bytes by reference; a failed reference write leaves an
+// unknown number of bytes behind, so like any write error it is sticky.
+func (w *Writer) emitRef(ref any, n int64) {
+	if w.err != nil || n == 0 {
+		return
+	}
+	rw, ok := w.w.(RefWriter)
+	if !ok {
+		w.err = fmt.Errorf("milblob: write by reference at offset %d: the output cannot take references", w.pos)
+		return
+	}
+	if err := rw.WriteRef(ref, n); err != nil {
+		w.err = fmt.Errorf("milblob: write at offset %d: %w", w.pos, err)
+		return
+	}
+	w.pos += n
 }
 
 // Close finishes the file (trailing inline blobs) and checks that every

@@ -215,6 +215,9 @@ func (w *Writer) startSegment(i int) (io.Writer, error) {
 	}
 	w.next = i + 1
 	w.remaining = w.l.sizes[i]
+	if _, ok := w.w.(RefWriter); ok {
+		return refSegmentWriter{segmentWriter{w}}, nil
+	}
 	return segmentWriter{w}, nil
 }
 
@@ -257,6 +260,38 @@ func (s segmentWriter) Write(p []byte) (int, error) {
 	err := w.write(p)
 	w.remaining -= w.pos - before
 	return int(w.pos - before), err
+}
+
+// RefWriter is an io.Writer that can also append bytes it holds elsewhere:
+// WriteRef appends the n bytes an opaque reference stands for. When the
+// Writer's destination is one, the segment writers StreamSegment hands out
+// are too, with the same size checks.
+type RefWriter interface {
+	io.Writer
+	WriteRef(ref any, n int64) error
+}
+
+type refSegmentWriter struct{ segmentWriter }
+
+func (s refSegmentWriter) WriteRef(ref any, n int64) error {
+	w := s.w
+	if w.err != nil {
+		return w.err
+	}
+	i := w.next - 1
+	if n < 0 || n > w.remaining {
+		return w.fail(fmt.Errorf("pte: segment %d: a reference of %d bytes does not fit the planned %d bytes (%d left)", i, n, w.l.sizes[i], w.remaining))
+	}
+	if n == 0 {
+		return nil
+	}
+	// All or nothing: after a failed reference write the position is unknown.
+	if err := w.w.(RefWriter).WriteRef(ref, n); err != nil {
+		return w.fail(err)
+	}
+	w.pos += n
+	w.remaining -= n
+	return nil
 }
 
 // Close checks that every segment was written in full (writing the head if

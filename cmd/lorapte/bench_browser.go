@@ -1,0 +1,225 @@
+package main
+
+// The browser half of "lorapte bench" (issue 6): the same export in
+// headless Chromium through the page's JS API, then a re-export from the
+// base it cached with one new adapter. The driver is internal/browserbench;
+// this file adds the flags, the runs per model size and the report.
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"lorapte/internal/benchgen"
+	"lorapte/internal/browserbench"
+)
+
+// Targets of issue 6 for the browser.
+const (
+	targetBrowserRatio  = 4.0  // browser export time / native export time
+	targetWasmMiB       = 2048 // peak wasm memory
+	targetCachedPercent = 10.0 // cached re-export / full browser export
+)
+
+// newAdapterName is the adapter only the cached re-export has.
+const newAdapterName = "a3"
+
+type browserBench struct {
+	mode, site string
+	chromium   string
+	checked    bool
+	skip       string // why the browser runs are skipped ("" when they run)
+	rows       []browserRow
+}
+
+type browserRow struct {
+	native benchResult
+	res    *browserbench.Result
+}
+
+func newBrowserBench(fl *flag.FlagSet) *browserBench {
+	b := &browserBench{mode: "auto"}
+	fl.Func("browser", "also export in headless Chromium ($LORAPTE_CHROMIUM or on PATH): auto (when found; default), on, off", func(v string) error {
+		if v != "auto" && v != "on" && v != "off" {
+			return fmt.Errorf("want auto, on or off")
+		}
+		b.mode = v
+		return nil
+	})
+	fl.StringVar(&b.site, "site", "site", "built site for the browser runs (./build.sh wasm)")
+	return b
+}
+
+// ready decides once whether the browser runs happen.
+func (b *browserBench) ready() error {
+	if b.checked {
+		return nil
+	}
+	b.checked = true
+	switch b.mode {
+	case "off":
+		b.skip = "not run (--browser off)"
+		return nil
+	}
+	if b.chromium = browserbench.FindChromium(); b.chromium == "" {
+		b.skip = "not run: no Chromium found (set LORAPTE_CHROMIUM)"
+	} else if err := browserbench.CheckSite(b.site); err != nil {
+		b.skip = "not run: " + err.Error()
+	}
+	if b.skip != "" && b.mode == "on" {
+		return fmt.Errorf("bench: --browser on: %s", strings.TrimPrefix(b.skip, "not run: "))
+	}
+	return nil
+}
+
+// run measures one model size in the browser; dir holds the generated
+// model and adapters (see generate), native is its native result.
+func (b *browserBench) run(dir string, native benchResult, runs int, keep bool, stderr io.Writer) error {
+	if err := b.ready(); err != nil {
+		return err
+	}
+	if b.skip != "" {
+		fmt.Fprintf(stderr, "bench: browser %s\n", b.skip)
+		return nil
+	}
+	s := native.Shape
+	newDir := filepath.Join(dir, newAdapterName)
+	if _, err := os.Stat(filepath.Join(newDir, "adapter_model.safetensors")); err != nil {
+		if _, err := benchgen.WriteAdapter(newDir, s, newAdapterName, benchgen.DefaultAdapter()); err != nil {
+			return err
+		}
+	}
+	profile := filepath.Join(dir, "chromium-profile")
+	os.RemoveAll(profile)
+	defer os.RemoveAll(profile) // the cached base alone is ~1 GB for 1B
+	if !keep {
+		defer os.RemoveAll(newDir)
+	}
+	site, err := filepath.Abs(b.site)
+	if err != nil {
+		return err
+	}
+	adapter := func(name string) browserbench.Adapter {
+		d := filepath.Join(dir, name)
+		return browserbench.Adapter{Name: name, Files: []string{filepath.Join(d, "adapter_config.json"), filepath.Join(d, "adapter_model.safetensors")}}
+	}
+	cfg := browserbench.Config{
+		Chromium: b.chromium, Site: site, Profile: profile, Runs: runs, Log: stderr,
+		Model:   []string{filepath.Join(dir, "model", "config.json"), filepath.Join(dir, "model", "model.safetensors")},
+		New:     adapter(newAdapterName),
+		Options: map[string]any{"multifunction": true},
+	}
+	for _, a := range benchAdapters {
+		cfg.Adapters = append(cfg.Adapters, adapter(a))
+	}
+	for i, f := range cfg.Model {
+		if cfg.Model[i], err = filepath.Abs(f); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stderr, "bench: %s: browser runs (%s)\n", s.Name, b.chromium)
+	res, err := browserbench.Run(context.Background(), cfg)
+	if err != nil {
+		return err
+	}
+	if res.Full.Size != native.OutputSize {
+		return fmt.Errorf("browser export is %d bytes, the native one %d", res.Full.Size, native.OutputSize)
+	}
+	b.rows = append(b.rows, browserRow{native: native, res: res})
+	fmt.Fprintf(stderr, "bench: %s: browser %.2fs (%.2f× native), peak wasm memory %.0f MiB, cached re-export %.2fs (%.1f %%)\n",
+		s.Name, res.Full.Wall.Seconds(), browserRatio(native, res), mib(res.Full.WasmBytes), res.Cached.Wall.Seconds(), cachedPercent(res))
+	return nil
+}
+
+func browserRatio(n benchResult, r *browserbench.Result) float64 {
+	return r.Full.Wall.Seconds() / n.Export.Seconds()
+}
+
+func cachedPercent(r *browserbench.Result) float64 {
+	return 100 * r.Cached.Wall.Seconds() / r.Full.Wall.Seconds()
+}
+
+// table is the browser table (printed after the native one).
+func (b *browserBench) table() string {
+	if len(b.rows) == 0 {
+		if b.skip == "" {
+			return ""
+		}
+		return "\nBrowser: " + b.skip + ".\n"
+	}
+	var t strings.Builder
+	t.WriteString("\n| model | export (native) | export (browser, incl. caching the base) | of which caching | browser / native | peak wasm memory | cached-base re-export, 1 new adapter | cached / full browser |\n")
+	t.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, r := range b.rows {
+		fmt.Fprintf(&t, "| %s-shaped | %.2f s | %.2f s | %.2f s | %.2f× | %.0f MiB | %.2f s | %.1f %% |\n",
+			r.native.Shape.Name, r.native.Export.Seconds(), r.res.Full.Wall.Seconds(), r.res.Full.Cache.Seconds(),
+			browserRatio(r.native, r.res), mib(r.res.Full.WasmBytes), r.res.Cached.Wall.Seconds(), cachedPercent(r.res))
+	}
+	return t.String()
+}
+
+// markdown is the browser section of bench.md.
+func (b *browserBench) markdown() string {
+	var m strings.Builder
+	m.WriteString("\n## In the browser\n\n")
+	if len(b.rows) == 0 {
+		m.WriteString("Browser runs " + b.skip + ".\n")
+		return m.String()
+	}
+	fmt.Fprintf(&m, "The same files and options in headless %s through the page's JavaScript API\n", b.rows[0].res.Browser)
+	m.WriteString("(`lorapte.exportDetailed`, Blob output), on a page served from loopback; the files are handed to the page as\n")
+	m.WriteString("disk-backed `File`s (nothing uploaded or copied first) and loading the wasm module is not timed. The full\n")
+	m.WriteString("export also stores the converted base in IndexedDB (the API's default; *of which caching* is the commit after\n")
+	m.WriteString("the last output byte). The re-export starts from that cached base with one adapter the first export did not\n")
+	m.WriteString("have; its base blobs join the output Blob by reference. Each export runs on a freshly loaded page, so the wasm\n")
+	m.WriteString("linear memory afterwards (it never shrinks) is its peak. Fastest of the same number of runs as natively.\n\n")
+	m.WriteString(strings.TrimPrefix(b.table(), "\n"))
+	fmt.Fprintf(&m, "\nTargets: browser ≤ %.0f× the native export time, peak wasm memory ≤ %d GiB, cached-base re-export ≤ %.0f %% of the\nfull browser export.\n",
+		targetBrowserRatio, targetWasmMiB/1024, targetCachedPercent)
+	return m.String()
+}
+
+var svgHeight = regexp.MustCompile(`^<svg [^>]*\bheight="([0-9.]+)"`)
+
+// svg adds the browser panels below the native chart: the native chart
+// becomes a nested <svg> at the top of a taller one.
+func (b *browserBench) svg(native string) string {
+	if len(b.rows) == 0 {
+		return native
+	}
+	m := svgHeight.FindStringSubmatch(native)
+	if m == nil {
+		return native
+	}
+	top, _ := strconv.ParseFloat(m[1], 64)
+	const w, h = 920.0, 360.0
+	var labels []string
+	var nat, full, cached, four, wasm []float64
+	for _, r := range b.rows {
+		labels = append(labels, fmt.Sprintf("%s\nbrowser/native %.2f×\ncached %.1f %%", r.native.Shape.Name, browserRatio(r.native, r.res), cachedPercent(r.res)))
+		nat = append(nat, r.native.Export.Seconds())
+		full = append(full, r.res.Full.Wall.Seconds())
+		cached = append(cached, r.res.Cached.Wall.Seconds())
+		four = append(four, targetBrowserRatio*r.native.Export.Seconds())
+		wasm = append(wasm, mib(r.res.Full.WasmBytes))
+	}
+	var s strings.Builder
+	fmt.Fprintf(&s, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" font-size="12">`+"\n",
+		w, top+h, w, top+h)
+	s.WriteString(`<rect width="100%" height="100%" fill="white"/>` + "\n")
+	s.WriteString(native)
+	fmt.Fprintf(&s, `<svg x="0" y="%.0f" width="%.0f" height="%.0f">`+"\n", top, w, h)
+	svgBars(&s, 0, 0, w/2, h, "Browser export time (headless Chromium)", "seconds", labels,
+		[]svgSeries{{"native", "#aab7b8", nat}, {"browser", "#8e44ad", full}, {"browser, cached base", "#f39c12", cached}},
+		0, "target 4× native", four)
+	svgBars(&s, w/2, 0, w/2, h, "Peak wasm memory (browser export)", "MiB", labels,
+		[]svgSeries{{"wasm linear memory", "#8e44ad", wasm}}, targetWasmMiB, "target 2 GiB", nil)
+	s.WriteString("</svg>\n</svg>\n")
+	return s.String()
+}

@@ -1,0 +1,795 @@
+package export
+
+// The conversion hot path: source rows → float16/float32 values → codes
+// and scales → blob bytes. Natively it runs on every core: each batch of
+// rows is split between workers that read (ReadAt is safe for parallel
+// use), convert and pack their rows into their part of one output buffer,
+// while a writer goroutine writes the previous batch. Batch boundaries,
+// per-row results and write order do not depend on the number of workers,
+// so the output bytes do not either. With one worker (GOMAXPROCS 1, the
+// browser) everything runs in the calling goroutine.
+//
+// Quantization reproduces quant.QuantizeRowsF16 exactly, specialised:
+//   - inputs are rounded to float16 once while decoding, so the quantizer
+//     never re-rounds them (quantizeF16Exact);
+//   - bfloat16 sources, the common case, are quantized straight from their
+//     bytes (quantizeBF16): a block's |x| maximum with SWAR integer maxima,
+//     then each code is one lookup in a 64 KB table of the codes of every
+//     bfloat16 value for that block's scale. Scales repeat from block to
+//     block, so tables are cached per worker.
+// Tests check every kernel against package quant and the whole weight blob
+// against the plain reference loop (convertReference), for 1..4 workers.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"sort"
+	"sync"
+
+	"lorapte/core/milblob"
+	"lorapte/core/quant"
+	"lorapte/core/safetensors"
+)
+
+// minParallel is the smallest job (in elements) worth splitting.
+const minParallel = 1 << 16
+
+// chunksPerBatch reference-loop chunks (1M elements each) are converted at
+// once.
+const chunksPerBatch = 4
+
+// errSlowPath marks a chunk the fast path will not handle (a value that is
+// not finite or not a float16 after rounding); the reference loop then
+// produces the exact error.
+var errSlowPath = errors.New("export: slow path")
+
+// scratch is one worker's reusable buffers.
+type scratch struct {
+	raw    []byte
+	vals   []float32
+	codes  []int8
+	tables tableCache
+}
+
+func (s *scratch) growRaw(n int) {
+	if cap(s.raw) < n {
+		s.raw = make([]byte, n)
+	}
+}
+
+// growVals sizes the float and code buffers, which the bfloat16 fast path
+// does not need.
+func (s *scratch) growVals(n int) {
+	if cap(s.vals) < n {
+		s.vals = make([]float32, n)
+		s.codes = make([]int8, n)
+	}
+}
+
+// outBytes is the size of n elements in the job's blob encoding.
+func (e *encoder) outBytes(j *job, n int) int {
+	switch {
+	case j.enc == encQuant && j.scheme.Bits == 4:
+		return (n + 1) / 2
+	case j.enc == encQuant:
+		return n
+	case e.fp32:
+		return 4 * n
+	}
+	return 2 * n
+}
+
+func (e *encoder) workerCount() int {
+	if e.workers > 0 {
+		return e.workers
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// convert writes job j's data blob (and scale blob) through write.
+func (e *encoder) convert(j *job, write func(key string, b []byte) error) error {
+	info, ok := j.src.Info(j.tensor)
+	if e.reference || !ok || !info.DType.IsFloat() {
+		return e.convertReference(j, write)
+	}
+	raw, err := j.src.Raw(j.tensor)
+	if err != nil {
+		return fmt.Errorf("%s: %w", j.label, err)
+	}
+	groups := 1
+	if j.enc == encQuant {
+		if groups, err = j.scheme.ScaleCount(j.cols); err != nil {
+			return fmt.Errorf("%s: %w", j.label, err)
+		}
+	}
+	var sc16 []uint16
+	var sc32 []float32
+	if j.enc == encQuant {
+		if e.fp32 {
+			sc32 = make([]float32, j.rows*groups)
+		} else {
+			sc16 = make([]uint16, j.rows*groups)
+		}
+	}
+	// Chunks are whole multiples of the reference loop's, so errors can be
+	// reproduced chunk by chunk; larger ones mean fewer hand-offs between
+	// goroutines.
+	step := min(chunkRows(j.cols)*chunksPerBatch, j.rows)
+	workers := e.workerCount()
+	if j.rows*j.cols < minParallel {
+		workers = 1
+	}
+	for len(e.scratch) < workers {
+		e.scratch = append(e.scratch, &scratch{})
+	}
+	es := info.DType.Size()
+
+	// One chunk's rows [r, r+n) split into even-row parts (int4 nibble
+	// pairs never straddle parts), each converted into its slice of out.
+	convertChunk := func(r, n int, out []byte) error {
+		if workers == 1 || n < 4 {
+			s := e.scratch[0]
+			s.growRaw(n * j.cols * es)
+			return e.convertRows(j, raw, info.DType, s, r, n, out, groups, sc16, sc32)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, workers)
+		per := (n/workers + 1) &^ 1
+		for w := 0; w < workers; w++ {
+			a, b := min(w*per, n), min((w+1)*per, n)
+			if w == workers-1 {
+				b = n
+			}
+			if a >= b {
+				continue
+			}
+			part := out[e.outBytes(j, a*j.cols):e.outBytes(j, b*j.cols)]
+			s := e.scratch[w]
+			s.growRaw((b - a) * j.cols * es)
+			run := func() { errs[w] = e.convertRows(j, raw, info.DType, s, r+a, b-a, part, groups, sc16, sc32) }
+			if w == workers-1 {
+				run() // the last part runs here
+				continue
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); run() }()
+		}
+		wg.Wait()
+		return errors.Join(errs...)
+	}
+
+	// Finished chunks go to a writer goroutine; two buffers alternate.
+	bufBytes := e.outBytes(j, step*j.cols)
+	for i := range e.outBufs {
+		if cap(e.outBufs[i]) < bufBytes {
+			e.outBufs[i] = make([]byte, bufBytes)
+		}
+	}
+	var wr *chunkWriter
+	if workers > 1 {
+		wr = startChunkWriter(write, e.outBufs[:])
+	}
+	finish := func(err error) error {
+		if wr != nil {
+			if werr := wr.close(); err == nil {
+				err = werr
+			}
+		}
+		return err
+	}
+	next := 0
+	for r := 0; r < j.rows; r += step {
+		n := min(step, j.rows-r)
+		var out []byte
+		if wr != nil {
+			if out = wr.buffer(); out == nil {
+				return finish(nil) // the writer failed; close reports it
+			}
+		} else {
+			out = e.outBufs[next]
+			next ^= 1
+		}
+		out = out[:e.outBytes(j, n*j.cols)]
+		if err := convertChunk(r, n, out); err != nil {
+			if errors.Is(err, errSlowPath) {
+				err = e.referenceError(j, r, n)
+			}
+			return finish(err)
+		}
+		if e.onRead != nil {
+			e.onRead(int64(n*j.cols) * 2)
+		}
+		if wr != nil {
+			wr.send(j.dataKey, out)
+		} else if err := write(j.dataKey, out); err != nil {
+			return err
+		}
+	}
+	if err := finish(nil); err != nil {
+		return err
+	}
+	if j.enc == encQuant {
+		return write(j.scaleKey, scaleBytes(sc16, sc32, e.fp32))
+	}
+	return nil
+}
+
+func scaleBytes(sc16 []uint16, sc32 []float32, fp32 bool) []byte {
+	if fp32 {
+		return putF32(make([]byte, 4*len(sc32)), sc32)
+	}
+	b := make([]byte, 2*len(sc16))
+	for i, s := range sc16 {
+		b[2*i], b[2*i+1] = byte(s), byte(s>>8)
+	}
+	return b
+}
+
+// convertRows converts rows [r, r+n) of j into out (exactly their bytes)
+// and their scales.
+func (e *encoder) convertRows(j *job, raw io.ReaderAt, dt safetensors.DType, s *scratch, r, n int, out []byte, groups int, sc16 []uint16, sc32 []float32) error {
+	cnt := n * j.cols
+	es := dt.Size()
+	src := s.raw[:cnt*es]
+	// A full read may come with io.EOF at the end of the data.
+	if got, err := raw.ReadAt(src, int64(j.row0+r)*int64(j.cols)*int64(es)); got < len(src) {
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("%s: %s: reading tensor %s: %w", j.label, j.sourceFile, j.tensor, err)
+	}
+	if dt == safetensors.BF16 && !e.fp32 && j.enc == encQuant {
+		g := j.cols / groups
+		if (j.scheme.Bits == 8 || g%2 == 0) && quantizeBF16(src, n, j.cols, g, j.scheme.Bits, out, sc16[r*groups:(r+n)*groups], &s.tables) {
+			return nil
+		}
+	}
+	s.growVals(cnt)
+	vals := s.vals[:cnt]
+	if !decode(vals, src, dt, e.fp32) {
+		return errSlowPath
+	}
+	switch {
+	case j.enc == encFloat && e.fp32:
+		putF32(out, vals)
+	case j.enc == encFloat:
+		putF16(out, vals)
+	default:
+		codes := s.codes[:cnt]
+		if e.fp32 {
+			if err := quant.QuantizeRowsF32(vals, n, j.cols, j.scheme, codes, sc32[r*groups:(r+n)*groups]); err != nil {
+				return fmt.Errorf("%s: %w", j.label, err)
+			}
+		} else {
+			quantizeF16Exact(vals, n, j.cols, j.cols/groups, j.scheme.Bits, codes, sc16[r*groups:(r+n)*groups])
+		}
+		if j.scheme.Bits == 4 {
+			packInt4(out, codes)
+		} else {
+			for i, c := range codes {
+				out[i] = byte(c)
+			}
+		}
+	}
+	return nil
+}
+
+// decode converts little-endian source values of dtype dt to float32; in
+// float16 mode they are rounded to float16 as the export's cast does. It
+// returns false if a value is not finite (or, in float16 mode, overflows
+// float16).
+func decode(dst []float32, src []byte, dt safetensors.DType, fp32 bool) bool {
+	switch dt {
+	case safetensors.BF16:
+		return decode16(dst, src, true, fp32)
+	case safetensors.F16:
+		return decode16(dst, src, false, fp32)
+	}
+	_ = src[:4*len(dst)]
+	if fp32 {
+		for i := range dst {
+			v := math.Float32frombits(uint32(src[4*i]) | uint32(src[4*i+1])<<8 | uint32(src[4*i+2])<<16 | uint32(src[4*i+3])<<24)
+			if v-v != 0 {
+				return false
+			}
+			dst[i] = v
+		}
+		return true
+	}
+	for i := range dst {
+		v := math.Float32frombits(uint32(src[4*i]) | uint32(src[4*i+1])<<8 | uint32(src[4*i+2])<<16 | uint32(src[4*i+3])<<24)
+		r, ok := roundF16(v)
+		if !ok {
+			return false
+		}
+		dst[i] = r
+	}
+	return true
+}
+
+// roundF16 rounds v to float16 (as float32); ok is false if the result is
+// not finite.
+func roundF16(v float32) (float32, bool) {
+	b := math.Float32bits(v)
+	r := (b + 0xfff + (b>>13)&1) &^ 0x1fff
+	if (b>>23)&0xff-113 <= 142-113 && (r>>23)&0xff <= 142 {
+		return math.Float32frombits(r), true // normal float16 range
+	}
+	x := quant.RoundF16(v) // zero, subnormal, overflow, NaN
+	return x, x-x == 0
+}
+
+// decode16 converts 2-byte source values; bf16 selects bfloat16 (else
+// IEEE float16). Float16 sources are exact float16 values already; a
+// bfloat16 value is one unless it is subnormal in float16.
+func decode16(dst []float32, src []byte, bf16, fp32 bool) bool {
+	_ = src[:2*len(dst)]
+	switch {
+	case bf16 && fp32:
+		for i := range dst {
+			v := math.Float32frombits(uint32(src[2*i])<<16 | uint32(src[2*i+1])<<24)
+			if v-v != 0 {
+				return false
+			}
+			dst[i] = v
+		}
+	case bf16:
+		// bfloat16's 7 mantissa bits fit float16's 10, so a value in
+		// float16's normal range (biased float32 exponent 113..142) is
+		// already a float16; others take roundF16's slow path.
+		for i := range dst {
+			b := uint32(src[2*i])<<16 | uint32(src[2*i+1])<<24
+			if (b>>23)&0xff-113 <= 142-113 {
+				dst[i] = math.Float32frombits(b)
+				continue
+			}
+			r, ok := roundF16(math.Float32frombits(b))
+			if !ok {
+				return false
+			}
+			dst[i] = r
+		}
+	default:
+		for i := range dst {
+			h := uint16(src[2*i]) | uint16(src[2*i+1])<<8
+			if h&0x7c00 == 0x7c00 {
+				return false // Inf or NaN
+			}
+			dst[i] = quant.F16ToF32(h)
+		}
+	}
+	return true
+}
+
+// Float16 quantization constants (as in package quant).
+const (
+	epsF16 = 1.0 / 1024      // torch.finfo(torch.float16).eps
+	magic  = 1.5 * (1 << 23) // adding and subtracting it rounds half to even
+)
+
+// quantizeF16Exact is quant.QuantizeRowsF16 for values that are already
+// float16 (and finite): the same scale, inverse and code arithmetic in
+// float32 with float16 rounding, without re-rounding the inputs.
+//
+// Two shortcuts are exact here: |x| as a bit mask (the maximum of
+// non-negative floats is the maximum of their bit patterns), and rounding
+// x*inv to float16 by bit arithmetic without the range check, because
+// |x*inv| ≤ about 128 can neither overflow nor, below float16's normal
+// range, round to anything but code 0.
+func quantizeF16Exact(w []float32, rows, cols, g, bits int, codes []int8, scales []uint16) {
+	qmin, qmax, div := codeRange(bits)
+	per := cols / g
+	for r := 0; r < rows; r++ {
+		for b := 0; b < per; b++ {
+			off := r*cols + b*g
+			blk := w[off : off+g]
+			var amax uint32
+			for _, x := range blk {
+				amax = max(amax, math.Float32bits(x)&0x7fffffff)
+			}
+			var inv float32
+			scales[r*per+b], inv = blockScale(math.Float32frombits(amax), div)
+			out := codes[off : off+g]
+			for c, x := range blk {
+				out[c] = int8(code(x*inv, qmin, qmax))
+			}
+		}
+	}
+}
+
+// codeRange gives the code range and torchao's divisor for amax.
+func codeRange(bits int) (qmin, qmax int32, div float32) {
+	if bits == 8 {
+		return -128, 127, 127.5
+	}
+	return -8, 7, 7.5
+}
+
+// blockScale is a block's float16 scale (as bits) and its float16
+// inverse, from the block's largest magnitude, as torch computes them.
+func blockScale(amax, div float32) (uint16, float32) {
+	scale := quant.RoundF16(amax / div)
+	if scale < epsF16 {
+		scale = epsF16
+	}
+	return quant.F32ToF16(scale), quant.RoundF16(1 / scale)
+}
+
+// code is clamp(round_half_even(float16(p))) for |p| ≲ 128 (see
+// quantizeF16Exact).
+func code(p float32, qmin, qmax int32) int32 {
+	pb := math.Float32bits(p)
+	r := math.Float32frombits((pb + 0xfff + (pb>>13)&1) &^ 0x1fff)
+	return min(max(int32(float32(float32(r+magic)-magic)), qmin), qmax)
+}
+
+// quantizeBF16 is quantizeF16Exact reading bfloat16 source bytes directly
+// and writing packed codes (int4 needs an even group size), without a
+// float32 buffer. A bfloat16 value in float16's normal range is exactly a
+// float16. One below it (|x| < 2^-14) would round to a float16 subnormal,
+// but that changes nothing: its code is 0 either way (|x·inv| < 2^-14·1024
+// since the scale is at least 2^-10), and if it is the block's largest
+// magnitude the scale is the 2^-10 floor either way. A block that
+// overflows float16 (or holds Inf/NaN) returns false: the caller's general
+// path reports it.
+func quantizeBF16(src []byte, rows, cols, g, bits int, out []byte, scales []uint16, tc *tableCache) bool {
+	_, _, div := codeRange(bits)
+	blocks := rows * (cols / g)
+	_ = src[:2*blocks*g]
+	for k := 0; k < blocks; k++ {
+		s := src[2*k*g : 2*(k+1)*g]
+		sb, inv, ok := bf16BlockScale(s, div)
+		if !ok {
+			return false
+		}
+		scales[k] = sb
+		switch {
+		case g < minTableBlock && bits == 4:
+			codes4Direct(out[k*g/2:(k+1)*g/2], s, inv)
+		case g < minTableBlock:
+			codes8Direct(out[k*g:(k+1)*g], s, inv)
+		case bits == 4:
+			tc.get(bits, sb, inv).codes4(out[k*g/2:(k+1)*g/2], s)
+		default:
+			tc.get(bits, sb, inv).codes8(out[k*g:(k+1)*g], s)
+		}
+	}
+	return true
+}
+
+// codeTable is the code of every bfloat16 bit pattern for one block scale,
+// so converting a value is one lookup instead of ~15 float operations.
+// Blocks share scales (a scale is one of the few float16 values near
+// amax/div), so each table is built once per worker and scale. Codes are
+// monotone in x, so a table is filled run by run: one search per distinct
+// code.
+type codeTable [1 << 16]int8
+
+// minTableBlock is the smallest block worth a table: small groups (b4w)
+// have too many distinct scales to reuse tables.
+const minTableBlock = 512
+
+// bf16Top is the largest bfloat16 magnitude that fits float16 (65280);
+// blocks holding larger ones never reach a table.
+const bf16Top = 0x477f
+
+// newCodeTable fills t (a new table if nil) for bits and inv.
+func newCodeTable(t *codeTable, bits int, inv float32) *codeTable {
+	qmin, qmax, _ := codeRange(bits)
+	if t == nil {
+		t = new(codeTable)
+	}
+	for _, sign := range []uint32{0, 0x8000} {
+		f := func(a int) int32 {
+			return code(math.Float32frombits(uint32(a)<<16|sign<<16)*inv, qmin, qmax)
+		}
+		half := t[sign : sign+0x8000]
+		for a := 0; a <= bf16Top; {
+			v := f(a)
+			// The run of v ends at the first b > a with f(b) != v: gallop
+			// to bracket it, then bisect.
+			lo, step := a, 1 // f(lo) == v
+			for lo+step <= bf16Top && f(lo+step) == v {
+				lo += step
+				step *= 2
+			}
+			hi := min(lo+step, bf16Top+1) // f(hi) != v, or past the end
+			end := lo + 1 + sort.Search(hi-lo-1, func(i int) bool { return f(lo+1+i) != v })
+			fill(half[a:end], int8(v))
+			a = end
+		}
+		fill(half[bf16Top+1:], half[bf16Top])
+	}
+	return t
+}
+
+// fill sets every element of b to v by doubling copies.
+func fill(b []int8, v int8) {
+	if len(b) == 0 {
+		return
+	}
+	b[0] = v
+	for n := 1; n < len(b); n *= 2 {
+		copy(b[n:], b[:n])
+	}
+}
+
+// codes4 writes packed int4 codes of the bfloat16 pairs in s (len(s) is
+// 4*len(o)).
+func (t *codeTable) codes4(o, s []byte) {
+	s = s[:4*len(o)]
+	for i := range o {
+		u := binary.LittleEndian.Uint32(s[4*i:])
+		o[i] = byte(t[u&0xffff])&0xf | byte(t[u>>16])<<4
+	}
+}
+
+// codes8 writes int8 codes of the bfloat16 values in s.
+func (t *codeTable) codes8(o, s []byte) {
+	s = s[:2*len(o)]
+	for i := range o {
+		o[i] = byte(t[binary.LittleEndian.Uint16(s[2*i:])])
+	}
+}
+
+// tableCache keeps one worker's code tables by bits and scale, bounded.
+type tableCache struct {
+	m    map[uint32]*codeTable
+	free []*codeTable // evicted tables, reused
+}
+
+// maxTables bounds a worker's tables (64 KB each).
+const maxTables = 128
+
+func (c *tableCache) get(bits int, scale uint16, inv float32) *codeTable {
+	key := uint32(bits)<<16 | uint32(scale)
+	if t := c.m[key]; t != nil {
+		return t
+	}
+	if c.m == nil || len(c.m) >= maxTables {
+		for _, t := range c.m {
+			c.free = append(c.free, t)
+		}
+		c.m = map[uint32]*codeTable{}
+	}
+	var t *codeTable
+	if n := len(c.free); n > 0 {
+		t, c.free = c.free[n-1], c.free[:n-1]
+	}
+	t = newCodeTable(t, bits, inv)
+	c.m[key] = t
+	return t
+}
+
+// codes4Direct writes packed int4 codes of the bfloat16 pairs in s
+// (len(s) is 4*len(o)) scaled by inv, without a table. A small function
+// keeps the loop's values in registers.
+func codes4Direct(o, s []byte, inv float32) {
+	s = s[:4*len(o)]
+	for i := range o {
+		u := binary.LittleEndian.Uint32(s[4*i:])
+		c0 := code(math.Float32frombits(u<<16)*inv, -8, 7)
+		c1 := code(math.Float32frombits(u&^0xffff)*inv, -8, 7)
+		o[i] = byte(c0)&0xf | byte(c1)<<4
+	}
+}
+
+// codes8Direct writes int8 codes of the bfloat16 values in s scaled by
+// inv, without a table.
+func codes8Direct(o, s []byte, inv float32) {
+	s = s[:2*len(o)]
+	for i := range o {
+		x := math.Float32frombits(uint32(binary.LittleEndian.Uint16(s[2*i:])) << 16)
+		o[i] = byte(code(x*inv, -128, 127))
+	}
+}
+
+// bf16BlockScale is the scale bits and inverse of a block of bfloat16
+// bytes; ok is false if the block overflows float16. Bit patterns of |x|
+// order like the values; above 0x477f (65280) a bfloat16 overflows
+// float16 or is not finite.
+func bf16BlockScale(s []byte, div float32) (scale uint16, inv float32, ok bool) {
+	var m0, m1, m2, m3 uint64 // four lanes of 16 bits each; independent chains
+	for len(s) >= 32 {
+		m0 = maxLanes(m0, binary.LittleEndian.Uint64(s)&0x7fff7fff7fff7fff)
+		m1 = maxLanes(m1, binary.LittleEndian.Uint64(s[8:])&0x7fff7fff7fff7fff)
+		m2 = maxLanes(m2, binary.LittleEndian.Uint64(s[16:])&0x7fff7fff7fff7fff)
+		m3 = maxLanes(m3, binary.LittleEndian.Uint64(s[24:])&0x7fff7fff7fff7fff)
+		s = s[32:]
+	}
+	m0, m1 = maxLanes(m0, m2), maxLanes(m1, m3)
+	var amax uint64
+	for _, m := range [2]uint64{m0, m1} {
+		amax = max(amax, m&0xffff, m>>16&0xffff, m>>32&0xffff, m>>48)
+	}
+	for len(s) >= 2 {
+		amax = max(amax, uint64(binary.LittleEndian.Uint16(s)&0x7fff))
+		s = s[2:]
+	}
+	if amax > 0x477f {
+		return 0, 0, false
+	}
+	scale, inv = blockScale(math.Float32frombits(uint32(amax)<<16), div)
+	return scale, inv, true
+}
+
+// maxLanes is the lane-wise maximum of four 15-bit values in 16-bit lanes
+// (SWAR: the top bit of each lane of a|0x8000.. - b is set where a >= b).
+func maxLanes(a, b uint64) uint64 {
+	const h = 0x8000800080008000
+	ge := ((a | h) - b) & h // lane top bit: a >= b
+	mask := ge - ge>>15     // 0x7fff in lanes where a >= b (values are 15-bit)
+	return a&mask | b&^mask
+}
+
+// packInt4 packs codes two per byte, low nibble first; an odd count leaves
+// the last high nibble zero (milblob.PackInt4's layout).
+func packInt4(dst []byte, codes []int8) {
+	n := len(codes) / 2
+	_ = dst[:(len(codes)+1)/2]
+	for i := 0; i < n; i++ {
+		dst[i] = byte(codes[2*i])&0xf | byte(codes[2*i+1])<<4
+	}
+	if len(codes)%2 == 1 {
+		dst[n] = byte(codes[2*n]) & 0xf
+	}
+}
+
+// chunkWriter writes finished chunks in order on its own goroutine.
+type chunkWriter struct {
+	write func(key string, b []byte) error
+	todo  chan pendingChunk
+	free  chan []byte
+	done  chan struct{}
+	err   error // set by the goroutine; read after done
+}
+
+type pendingChunk struct {
+	key string
+	b   []byte
+}
+
+func startChunkWriter(write func(string, []byte) error, bufs [][]byte) *chunkWriter {
+	w := &chunkWriter{write: write, todo: make(chan pendingChunk, len(bufs)), free: make(chan []byte, len(bufs)), done: make(chan struct{})}
+	for _, b := range bufs {
+		w.free <- b[:cap(b)]
+	}
+	go func() {
+		defer close(w.done)
+		for c := range w.todo {
+			if w.err == nil {
+				w.err = w.write(c.key, c.b)
+			}
+			if w.err != nil {
+				close(w.free) // wake the producer: no more buffers
+				for range w.todo {
+				}
+				return
+			}
+			w.free <- c.b[:cap(c.b)]
+		}
+	}()
+	return w
+}
+
+// buffer returns a free buffer, or nil once the writer has failed.
+func (w *chunkWriter) buffer() []byte {
+	b, ok := <-w.free
+	if !ok {
+		return nil
+	}
+	return b
+}
+
+func (w *chunkWriter) send(key string, b []byte) { w.todo <- pendingChunk{key, b} }
+
+// close waits for every chunk to be written and returns the first error.
+func (w *chunkWriter) close() error {
+	close(w.todo)
+	<-w.done
+	return w.err
+}
+
+// convertReference is the straightforward single-goroutine conversion: the
+// reference the fast path is tested against, and the path for unusual
+// sources.
+func (e *encoder) convertReference(j *job, write func(key string, b []byte) error) error {
+	step := min(chunkRows(j.cols), j.rows)
+	e.grow(step * j.cols)
+	var scales16 []uint16
+	var scales32 []float32
+	groups := 1
+	if j.enc == encQuant {
+		var err error
+		if groups, err = j.scheme.ScaleCount(j.cols); err != nil {
+			return fmt.Errorf("%s: %w", j.label, err)
+		}
+		if e.fp32 {
+			scales32 = make([]float32, j.rows*groups)
+		} else {
+			scales16 = make([]uint16, j.rows*groups)
+		}
+	}
+	for r := 0; r < j.rows; r += step {
+		n := min(step, j.rows-r)
+		vals := e.buf[:n*j.cols]
+		if err := e.referenceRead(j, r, n, vals); err != nil {
+			return err
+		}
+		if e.onRead != nil {
+			e.onRead(int64(len(vals)) * 2)
+		}
+		var chunk []byte
+		switch {
+		case j.enc == encFloat && e.fp32:
+			chunk = putF32(e.out, vals)
+		case j.enc == encFloat:
+			chunk = putF16(e.out, vals)
+		default:
+			codes := e.codes[:len(vals)]
+			var err error
+			if e.fp32 {
+				err = quant.QuantizeRowsF32(vals, n, j.cols, j.scheme, codes, scales32[r*groups:(r+n)*groups])
+			} else {
+				err = quant.QuantizeRowsF16(vals, n, j.cols, j.scheme, codes, scales16[r*groups:(r+n)*groups])
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", j.label, err)
+			}
+			if j.scheme.Bits == 4 {
+				chunk = milblob.PackInt4(codes)
+			} else {
+				chunk = e.out[:len(codes)]
+				for i, c := range codes {
+					chunk[i] = byte(c)
+				}
+			}
+		}
+		if err := write(j.dataKey, chunk); err != nil {
+			return err
+		}
+	}
+	if j.enc == encQuant {
+		return write(j.scaleKey, scaleBytes(scales16, scales32, e.fp32))
+	}
+	return nil
+}
+
+// referenceRead reads rows [r, r+n) as float32, checks them and (float16
+// mode) rounds them to float16.
+func (e *encoder) referenceRead(j *job, r, n int, vals []float32) error {
+	if err := e.read(j, r, n, vals); err != nil {
+		return err
+	}
+	if err := checkFinite(vals, j, r, "a non-finite value"); err != nil {
+		return err
+	}
+	if !e.fp32 {
+		// The model is cast to the float dtype before quantization.
+		for i, v := range vals {
+			vals[i] = quant.RoundF16(v)
+		}
+		if err := checkFinite(vals, j, r, "a value outside the float16 range"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// referenceError is the reference loop's error for rows [r, r+n), found
+// chunk by chunk as the reference loop reads them.
+func (e *encoder) referenceError(j *job, r, n int) error {
+	step := chunkRows(j.cols)
+	e.grow(step * j.cols)
+	for r1 := r; r1 < r+n; r1 += step {
+		m := min(step, r+n-r1)
+		if err := e.referenceRead(j, r1, m, e.buf[:m*j.cols]); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("%s: internal: fast conversion refused rows %d..%d", j.label, j.row0+r, j.row0+r+n)
+}
