@@ -15,20 +15,10 @@ import (
 	"lorapte/core/export"
 )
 
-// osFS is an fs.FS over absolute paths (given without the leading slash,
-// as io/fs requires). Its files are *os.File, which implement io.ReaderAt.
-type osFS struct{}
-
-func (osFS) Open(name string) (fs.File, error) {
-	if !fs.ValidPath(name) {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrInvalid}
-	}
-	return os.Open(string(filepath.Separator) + filepath.FromSlash(name))
-}
-
 // fsFor returns a file system and path for an OS path: relative to the
 // working directory when the path lies below it (so error messages show the
-// path as typed), else from the root. Both give *os.File, an io.ReaderAt.
+// path as typed), else rooted at the path's parent folder (messages then
+// start with the folder's own name). Files are *os.File, an io.ReaderAt.
 func fsFor(p string) (fs.FS, string, error) {
 	if !filepath.IsAbs(p) {
 		if c := filepath.Clean(p); filepath.IsLocal(c) {
@@ -39,11 +29,11 @@ func fsFor(p string) (fs.FS, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	rel := strings.TrimPrefix(filepath.ToSlash(filepath.Clean(abs)), "/")
-	if rel == "" {
-		rel = "."
+	parent, base := filepath.Split(filepath.Clean(abs))
+	if base == "" {
+		return nil, "", fmt.Errorf("%s: not a model or adapter folder", p)
 	}
-	return osFS{}, rel, nil
+	return os.DirFS(parent), base, nil
 }
 
 // parseSize reads a byte count: digits, optionally followed by a decimal
