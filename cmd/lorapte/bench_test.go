@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 func TestBenchTiny(t *testing.T) {
 	dir := t.TempDir()
 	work, docs := filepath.Join(dir, "work"), filepath.Join(dir, "docs")
-	code, stdout, stderr := runCLI(t, "bench", "--sizes", "tiny", "--runs", "2", "--out", work, "--docs", docs, "--keep")
+	code, stdout, stderr := runCLI(t, "bench", "--sizes", "tiny", "--runs", "2", "--out", work, "--docs", docs, "--keep", "--browser", "off")
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stdout, "| tiny-shaped, bf16, 2 adapters |")
 	require.Contains(t, stdout, "n/a (see issue 6)")
@@ -52,7 +52,7 @@ func TestBenchTiny(t *testing.T) {
 
 	// A second run with --keep reuses the generated model; without it the
 	// model is removed afterwards.
-	code, _, stderr = runCLI(t, "bench", "--sizes", "tiny", "--runs", "1", "--out", work, "--docs", "")
+	code, _, stderr = runCLI(t, "bench", "--sizes", "tiny", "--runs", "1", "--out", work, "--docs", "", "--browser", "off")
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stderr, "reusing")
 	require.NoDirExists(t, filepath.Join(work, "tiny"))

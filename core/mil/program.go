@@ -235,7 +235,7 @@ func (p *Program) finalCheck() error {
 
 // Proto serializes the program: version 1, every function with opset CoreML8
 // and one block specialization. It returns the first recorded build error.
-// The result is a fresh copy.
+// The result shares the operation messages with the builder: do not modify it.
 func (p *Program) Proto() (*milpb.Program, error) {
 	if err := p.finalCheck(); err != nil {
 		return nil, err
@@ -250,10 +250,9 @@ func (p *Program) Proto() (*milpb.Program, error) {
 		for i, v := range f.outputs {
 			names[i] = v.Name
 		}
-		ops := make([]*milpb.Operation, len(f.ops))
-		for i, op := range f.ops {
-			ops[i] = proto.Clone(op).(*milpb.Operation)
-		}
+		// The operations are shared with the builder, not cloned: programs
+		// of large models hold ~10⁵ ops and cloning dominated planning.
+		ops := append([]*milpb.Operation(nil), f.ops...)
 		out.Functions[f.name] = &milpb.Function{
 			Inputs:               inputs,
 			Opset:                Opset,
