@@ -54,7 +54,7 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   lorapte export --model DIR --output FILE.pte [--adapter NAME=DIR ...] [options]
   lorapte inspect FILE.pte [--json] [--verify] [--extract DIR]
-  lorapte bench [--out DIR]
+  lorapte bench [--sizes 135m,360m,1b] [--out DIR] [--keep]
   lorapte serve [--dir site] [--addr localhost:8080]
 Run "lorapte export -h" for the export options.
 `)
