@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"lorapte/core/export"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -235,7 +236,7 @@ func benchOne(exe, dir string, s benchgen.Shape, runs int, stderr io.Writer) (be
 		if err != nil {
 			return r, err
 		}
-		fmt.Fprintf(stderr, "bench: %s: export %.2fs (CPU %.2fs), peak RSS %s\n", s.Name, c.wall.Seconds(), c.cpu.Seconds(), humanBytes(c.rss))
+		fmt.Fprintf(stderr, "bench: %s: export %.2fs (CPU %.2fs), peak RSS %s\n", s.Name, c.wall.Seconds(), c.cpu.Seconds(), export.HumanBytes(c.rss))
 		if i == 0 || c.wall < r.Export {
 			r.Export, r.CPU = c.wall, c.cpu
 		}
@@ -378,12 +379,12 @@ func benchTable(rs []benchResult) string {
 	b.WriteString("| model | params | input | bytes read | output | export (native) | CPU (user+sys) | peak RSS | I/O floor (read + write) | export / floor | browser |\n")
 	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
 	for _, r := range rs {
-		read := humanBytes(r.BytesRead)
+		read := export.HumanBytes(r.BytesRead)
 		if !r.ReadExact {
 			read += " (input size)"
 		}
 		fmt.Fprintf(&b, "| %s-shaped, bf16, 2 adapters | %.0fM | %s | %s | %s | %.2f s | %.2f s | %.0f MiB | %.2f s (%.2f + %.2f) | %.2f× | n/a (see issue 6) |\n",
-			r.Shape.Name, float64(r.Params)/1e6, humanBytes(r.InputBytes), read, humanBytes(r.OutputSize),
+			r.Shape.Name, float64(r.Params)/1e6, export.HumanBytes(r.InputBytes), read, export.HumanBytes(r.OutputSize),
 			r.Export.Seconds(), r.CPU.Seconds(), mib(r.RSS), r.floor().Seconds(), r.ReadFloor.Seconds(), r.WriteFloor.Seconds(), r.ratio())
 	}
 	return b.String()

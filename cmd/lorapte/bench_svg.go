@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"html"
+	"lorapte/core/export"
 	"math"
 	"strings"
 )
@@ -108,7 +109,7 @@ func benchSVG(rs []benchResult) string {
 	var labels []string
 	var exp, floor, floor3, rss []float64
 	for _, r := range rs {
-		labels = append(labels, fmt.Sprintf("%s\n%s in\nexport/floor %.2f×", r.Shape.Name, humanBytes(r.InputBytes), r.ratio()))
+		labels = append(labels, fmt.Sprintf("%s\n%s in\nexport/floor %.2f×", r.Shape.Name, export.HumanBytes(r.InputBytes), r.ratio()))
 		exp = append(exp, r.Export.Seconds())
 		floor = append(floor, r.floor().Seconds())
 		floor3 = append(floor3, targetRatio*r.floor().Seconds())

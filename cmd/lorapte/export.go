@@ -71,7 +71,7 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 	boolean(&quiet, "no progress output", "quiet", "q")
 	size := func(p *int64, def int64, usage string, names ...string) {
 		for _, n := range names {
-			fl.Func(n, fmt.Sprintf("%s (bytes, or with a suffix KB, MB, GB, KiB, MiB, GiB; default %s)", usage, humanBytes(def)), func(v string) error {
+			fl.Func(n, fmt.Sprintf("%s (bytes, or with a suffix KB, MB, GB, KiB, MiB, GiB; default %s)", usage, export.HumanBytes(def)), func(v string) error {
 				b, err := parseSize(v)
 				if err != nil {
 					return err
@@ -115,7 +115,7 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	el := time.Since(start)
-	fmt.Fprintf(stderr, "lorapte: wrote %s (%s, methods %s) in %.1fs\n", output, humanBytes(plan.Size()),
+	fmt.Fprintf(stderr, "lorapte: wrote %s (%s, methods %s) in %.1fs\n", output, export.HumanBytes(plan.Size()),
 		strings.Join(plan.Methods(), ", "), el.Seconds())
 	return nil
 }

@@ -68,18 +68,6 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
-
 // terminalProgress redraws one status line: stage, percent, MB/s.
 func terminalProgress(w io.Writer, start time.Time) export.Progress {
 	return func(stage string, done, total int64) {
@@ -88,7 +76,7 @@ func terminalProgress(w io.Writer, start time.Time) export.Progress {
 			pct = 100 * float64(done) / float64(total)
 		}
 		rate := float64(done) / (1 << 20) / time.Since(start).Seconds()
-		fmt.Fprintf(w, "\r%-6s %5.1f%%  %s / %s  %.1f MB/s   ", stage, pct, humanBytes(done), humanBytes(total), rate)
+		fmt.Fprintf(w, "\r%-6s %5.1f%%  %s / %s  %.1f MB/s   ", stage, pct, export.HumanBytes(done), export.HumanBytes(total), rate)
 		if stage == "done" {
 			fmt.Fprintln(w)
 		}

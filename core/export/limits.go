@@ -192,7 +192,7 @@ func checkMemory(m MemoryEstimate, limit int64, cfgFile string, cfg *hf.Config, 
 		detail = fmt.Sprintf(", from num_hidden_layers %d in %s × %d methods", cfg.Layers, cfgFile, methods)
 	}
 	return fmt.Errorf("estimated peak memory %s is above the %s limit (largest part: %s, %s%s); raise the limit with --max-memory",
-		humanSize(m.Total()), humanSize(limit), what, humanSize(n), detail)
+		HumanBytes(m.Total()), HumanBytes(limit), what, HumanBytes(n), detail)
 }
 
 // checkOutput refuses an output above the limit.
@@ -200,7 +200,7 @@ func checkOutput(size, limit int64) error {
 	if size <= limit {
 		return nil
 	}
-	return fmt.Errorf("the .pte would be %s, above the %s output limit; raise the limit with --max-output-size", humanSize(size), humanSize(limit))
+	return fmt.Errorf("the .pte would be %s, above the %s output limit; raise the limit with --max-output-size", HumanBytes(size), HumanBytes(limit))
 }
 
 // Memory estimates the peak memory of Write (see MemoryEstimate).
@@ -237,7 +237,8 @@ func (p *Plan) sourceStats() (files int, headers int64) {
 	return files, headers
 }
 
-func humanSize(n int64) string {
+// HumanBytes formats a byte count for messages (KiB/MiB/GiB).
+func HumanBytes(n int64) string {
 	switch {
 	case n >= 1<<30:
 		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
@@ -246,5 +247,5 @@ func humanSize(n int64) string {
 	case n >= 1<<10:
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
-	return fmt.Sprintf("%d bytes", n)
+	return fmt.Sprintf("%d B", n)
 }

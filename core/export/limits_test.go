@@ -130,6 +130,6 @@ func TestMemoryEstimateBoundsHeap(t *testing.T) {
 	close(stop)
 	used := int64(<-peak) - int64(base.HeapInuse)
 	est := p.Memory()
-	t.Logf("estimate %s (live %s: %+v), measured peak heap growth %s", humanSize(est.Total()), humanSize(est.Live()), est, humanSize(used))
+	t.Logf("estimate %s (live %s: %+v), measured peak heap growth %s", HumanBytes(est.Total()), HumanBytes(est.Live()), est, HumanBytes(used))
 	require.Less(t, used, est.Total())
 }

@@ -16,6 +16,7 @@ import (
 	"math"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -472,7 +473,7 @@ func (ad *Adapter) mapTensors(cfg *hf.Config, file string) error {
 			mod.B = key
 			want = []int64{int64(mod.Out), int64(mod.R)}
 		}
-		if !equal(info.Shape, want) {
+		if !slices.Equal(info.Shape, want) {
 			return fmt.Errorf("%s: tensor %s: shape %v, want %v (rank %d, base projection %d×%d) — adapter made for another base or r mismatch",
 				file, key, info.Shape, want, mod.R, mod.Out, mod.In)
 		}
@@ -502,16 +503,4 @@ func (ad *Adapter) mapTensors(cfg *hf.Config, file string) error {
 		return fmt.Errorf("%s: no LoRA tensors", file)
 	}
 	return nil
-}
-
-func equal(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
