@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"lorapte/core/safetensors"
 	"net"
 	"net/http"
 	"net/url"
@@ -126,6 +128,17 @@ func testFolders(t *testing.T) string {
 	b, err := os.ReadFile(filepath.Join(tinyDir, "model", "model.safetensors"))
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "broken", "model", "model.safetensors"), b[:len(b)/2], 0o644))
+
+	// A model whose last tensor holds a NaN: the export fails while
+	// streaming, after the base cache has started to fill.
+	copyFile(t, filepath.Join(tinyDir, "model", "config.json"), filepath.Join(dir, "nan", "model", "config.json"))
+	st, err := safetensors.Open("model.safetensors", bytes.NewReader(b), int64(len(b)))
+	require.NoError(t, err)
+	info, ok := st.Info("lm_head.weight")
+	require.True(t, ok)
+	nan := append([]byte(nil), b...)
+	binary.LittleEndian.PutUint32(nan[info.Offset+info.Bytes-4:], 0x7fc00000)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "nan", "model", "model.safetensors"), nan, 0o644))
 	return dir
 }
 
@@ -417,6 +430,20 @@ func TestBrowserExporter(t *testing.T) {
 		require.True(t, eval[bool](t, ctx, shadow+`.querySelector('#error').hidden`), "the error goes away")
 		got := blobBytes(t, ctx, `window.__exported`)
 		require.True(t, bytes.Equal(want, got), "export after an error differs")
+	})
+
+	t.Run("failure mid-export offers no download and leaves no cache entry", func(t *testing.T) {
+		before := eval[int](t, ctx, `lorapte.cachedBases().then((b) => b.length)`)
+		do(t, ctx, `window.showSaveFilePicker = undefined`)
+		do(t, ctx, shadow+`.querySelector('#clear').click()`)
+		upload(t, ctx, shadow+`.querySelector('#folder')`, filepath.Join(data, "nan"))
+		waitFor(t, ctx, `!!`+shadow+`.querySelector('input[name=base]:checked')?.value.startsWith('files:')`, 10*time.Second)
+		exportOnPage(t, ctx, nl, "error")
+		msg := eval[string](t, ctx, shadow+`.querySelector('#errmsg').textContent`)
+		require.Contains(t, msg, "lm_head.weight")
+		require.Contains(t, msg, "non-finite")
+		require.True(t, eval[bool](t, ctx, shadow+`.querySelector('#result').hidden`), "no result card, no download")
+		require.Equal(t, before, eval[int](t, ctx, `lorapte.cachedBases().then((b) => b.length)`), "no cache entry from a failed export")
 	})
 
 	t.Run("demo model", func(t *testing.T) {
