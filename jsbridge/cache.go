@@ -22,14 +22,16 @@ import (
 
 // IndexedDB layout (database "lorapte", version 1):
 //
-//	bases   key id (the manifest key)       → {id, name, bytes, lastUsed, session, manifest (JSON)}
-//	chunks  key [session, blobKey, index]  → Blob of at most ChunkSize bytes
-//	                                          (Uint8Array in entries of older builds)
+//	bases   key id (the manifest key)       → {id, name, bytes, lastUsed, session, layout, manifest (JSON)}
+//	chunks  key [session, "", index]        → Blob of ChunkSize bytes (the last may be shorter)
 //	pending key session                     → {session, heartbeat} while a writer runs
 //
-// Chunks are Blobs so that a re-export can put them into the output Blob
-// by reference (cacheSource.OpenBlobRef): the browser keeps them on disk
-// and their bytes never pass through the wasm heap.
+// The chunks hold the base blobs back to back in manifest order (layout
+// "stream", see cacheSource); entries of older builds (no layout) keyed
+// chunks by blob, [session, blobKey, index], and may hold Uint8Arrays.
+// Chunks are Blobs so that a re-export can put them into the output by
+// reference (cacheSource.OpenBlobRef): the browser keeps them on disk and
+// their bytes never pass through the wasm heap.
 //
 // A writer puts its chunks under a fresh session id, then puts the bases
 // record and deletes its pending record in one transaction, last. Until
@@ -331,123 +333,62 @@ func (c *Cache) Load(ctx context.Context, id string) (*export.BaseManifest, expo
 	if err := json.Unmarshal([]byte(rec.Get("manifest").String()), &m); err != nil {
 		return nil, nil, fmt.Errorf("cached base %s: damaged manifest: %w", id, err)
 	}
-	sizes := map[string]int64{}
-	for _, b := range m.Blobs {
-		sizes[b.Key] = b.Bytes
+	src := &cacheSource{c: c, ctx: ctx, session: rec.Get("session").String(), sizes: map[string]int64{},
+		stream: rec.Get("layout").Type() == js.TypeString && rec.Get("layout").String() == layoutStream}
+	if src.stream {
+		src.offsets = map[string]int64{}
 	}
-	return &m, &cacheSource{c: c, ctx: ctx, session: rec.Get("session").String(), sizes: sizes}, nil
+	var off int64
+	for _, b := range m.Blobs {
+		if b.Bytes < 0 || off+b.Bytes < off {
+			return nil, nil, fmt.Errorf("cached base %s: damaged manifest: blob %s has %d bytes", id, b.Key, b.Bytes)
+		}
+		src.sizes[b.Key] = b.Bytes
+		if src.stream {
+			src.offsets[b.Key] = off
+		}
+		off += b.Bytes
+	}
+	src.total = off
+	return &m, src, nil
 }
 
-// cacheSource reads a committed entry's blobs chunk by chunk.
+// Chunk layouts. A "stream" entry stores the base blobs back to back, in
+// manifest order, cut into chunks of ChunkSize bytes under the blob key
+// streamKey: few large records whatever the number of blobs (a 1B model
+// has hundreds, many small). Entries of older builds have no layout field
+// and store each blob's own chunks under its key.
+const (
+	layoutStream = "stream"
+	streamKey    = ""
+)
+
+// cacheSource serves a committed entry's blobs.
 type cacheSource struct {
 	c       *Cache
 	ctx     context.Context
 	session string
 	sizes   map[string]int64
-	buf     []byte                // shared: the exporter reads one blob at a time
-	chunks  map[string][]js.Value // chunk handles by blob key, for OpenBlobRef (loaded once)
+	stream  bool
+	offsets map[string]int64 // stream layout: where each blob starts
+	total   int64            // stream layout: bytes of all blobs
+
+	chunks map[string][]js.Value // chunk handles by blob key (streamKey for the stream), loaded once
 }
 
+// OpenBlob implements export.BlobSource: the blob's Blob, read through a
+// BlobReader (only when the output cannot take the Blob itself).
 func (s *cacheSource) OpenBlob(key string) (io.Reader, error) {
-	size, ok := s.sizes[key]
-	if !ok {
-		return nil, errors.New("not in the cache entry's manifest")
-	}
-	if s.buf == nil {
-		s.buf = make([]byte, 0, ChunkSize)
-	}
-	return &chunkReader{src: s, key: key, left: size}, nil
-}
-
-type chunkReader struct {
-	src  *cacheSource
-	key  string
-	idx  int
-	left int64  // bytes not yet read from IndexedDB
-	cur  []byte // unread part of the current chunk
-}
-
-func (r *chunkReader) Read(p []byte) (int, error) {
-	if len(r.cur) == 0 {
-		if r.left == 0 {
-			return 0, io.EOF
-		}
-		if err := r.next(); err != nil {
-			return 0, err
-		}
-	}
-	n := copy(p, r.cur)
-	r.cur = r.cur[n:]
-	return n, nil
-}
-
-func (r *chunkReader) next() error {
-	s := r.src
-	txn, err := s.c.db.Transaction(idb.TransactionReadOnly, storeChunks)
+	ref, n, err := s.OpenBlobRef(key)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	store, _ := txn.ObjectStore(storeChunks)
-	req, err := store.Get(js.ValueOf([]any{s.session, r.key, r.idx}))
-	if err != nil {
-		return err
-	}
-	v, err := req.Await(s.ctx)
-	if err != nil {
-		return err
-	}
-	n, err := chunkSize(v, r.idx, r.left)
-	if err != nil {
-		return err
-	}
-	if v.InstanceOf(js.Global().Get("Blob")) {
-		if v, err = blobBytesJS(v); err != nil {
-			return fmt.Errorf("chunk %d: %w", r.idx, err)
-		}
-		if v.Length() != int(n) {
-			return fmt.Errorf("chunk %d: read %d of %d bytes", r.idx, v.Length(), n)
-		}
-	}
-	r.cur = s.buf[:n]
-	js.CopyBytesToGo(r.cur, v)
-	r.left -= n
-	r.idx++
-	return nil
-}
-
-// chunkSize checks a stored chunk (a Blob, or a Uint8Array from an older
-// build) against what is left of its blob.
-func chunkSize(v js.Value, idx int, left int64) (int64, error) {
-	var n int64
-	switch {
-	case v.Type() == js.TypeObject && v.InstanceOf(js.Global().Get("Blob")):
-		n = int64(v.Get("size").Float())
-	case v.Type() == js.TypeObject && v.InstanceOf(js.Global().Get("Uint8Array")):
-		n = int64(v.Length())
-	default:
-		return 0, fmt.Errorf("chunk %d is missing; delete this cached base and export from the model files", idx)
-	}
-	if n == 0 || n > ChunkSize || n > left {
-		return 0, fmt.Errorf("chunk %d has %d bytes, expected at most %d; delete this cached base and export from the model files", idx, n, min(left, ChunkSize))
-	}
-	return n, nil
-}
-
-// blobBytesJS reads a (small) Blob into a Uint8Array.
-func blobBytesJS(b js.Value) (js.Value, error) {
-	p, err := call(b, "arrayBuffer")
-	if err != nil {
-		return js.Value{}, err
-	}
-	ab, err := Await(p)
-	if err != nil {
-		return js.Value{}, err
-	}
-	return js.Global().Get("Uint8Array").New(ab), nil
+	return io.NewSectionReader(NewBlobReader(ref.(js.Value), 0), 0, n), nil
 }
 
 // OpenBlobRef implements export.BlobRefSource: the blob as one Blob made
-// of its stored chunks. Only handles move; the bytes stay on disk.
+// of (slices of) its stored chunks. Only handles move; the bytes stay on
+// disk.
 func (s *cacheSource) OpenBlobRef(key string) (any, int64, error) {
 	size, ok := s.sizes[key]
 	if !ok {
@@ -458,34 +399,74 @@ func (s *cacheSource) OpenBlobRef(key string) (any, int64, error) {
 			return nil, 0, err
 		}
 	}
-	parts := s.chunks[key]
+	var parts []any
+	var err error
+	if s.stream {
+		parts, err = s.streamParts(s.offsets[key], size)
+	} else {
+		parts, err = blobParts(s.chunks[key], size)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(parts) == 1 && parts[0].(js.Value).InstanceOf(js.Global().Get("Blob")) {
+		return parts[0], size, nil
+	}
+	return js.Global().Get("Blob").New(parts), size, nil
+}
+
+// damaged is the error for an entry whose chunks do not add up.
+func damaged(format string, args ...any) error {
+	return fmt.Errorf(format+"; delete this cached base and export from the model files", args...)
+}
+
+// blobParts checks an old-layout blob's chunks.
+func blobParts(chunks []js.Value, size int64) ([]any, error) {
 	left := size
-	for i, v := range parts {
+	parts := make([]any, len(chunks))
+	for i, v := range chunks {
 		if v.IsUndefined() {
-			return nil, 0, fmt.Errorf("chunk %d is missing; delete this cached base and export from the model files", i)
+			return nil, damaged("chunk %d is missing", i)
 		}
 		n, err := chunkSize(v, i, left)
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		left -= n
+		parts[i] = v
 	}
 	if left != 0 {
-		return nil, 0, fmt.Errorf("chunks hold %d of %d bytes; delete this cached base and export from the model files", size-left, size)
+		return nil, damaged("chunks hold %d of %d bytes", size-left, size)
 	}
-	if len(parts) == 1 && parts[0].InstanceOf(js.Global().Get("Blob")) {
-		return parts[0], size, nil
+	return parts, nil
+}
+
+// streamParts cuts bytes [off, off+size) out of the stream's chunks.
+func (s *cacheSource) streamParts(off, size int64) ([]any, error) {
+	chunks := s.chunks[streamKey]
+	var parts []any
+	for end := off + size; off < end; {
+		i := int(off / ChunkSize)
+		if i >= len(chunks) {
+			return nil, damaged("chunk %d is missing", i)
+		}
+		a := off - int64(i)*ChunkSize
+		b := min(end-int64(i)*ChunkSize, ChunkSize)
+		c := chunks[i]
+		if a == 0 && b == ChunkSize {
+			parts = append(parts, c)
+		} else if c.InstanceOf(js.Global().Get("Blob")) {
+			parts = append(parts, c.Call("slice", float64(a), float64(b)))
+		} else {
+			parts = append(parts, c.Call("subarray", a, b))
+		}
+		off += b - a
 	}
-	list := make([]any, len(parts))
-	for i, v := range parts {
-		list[i] = v
-	}
-	return js.Global().Get("Blob").New(list), size, nil
+	return parts, nil
 }
 
 // loadChunks collects the handles of every chunk of the entry in one
-// cursor pass: one transaction instead of one per blob (a 1B model has
-// hundreds of blobs).
+// cursor pass: one transaction instead of one per blob.
 func (s *cacheSource) loadChunks() error {
 	txn, err := s.c.db.Transaction(idb.TransactionReadOnly, storeChunks)
 	if err != nil {
@@ -510,7 +491,11 @@ func (s *cacheSource) loadChunks() error {
 			return nil // not a chunk key of this layout
 		}
 		key, idx := k.Index(1).String(), k.Index(2).Int()
-		if _, ok := s.sizes[key]; !ok || idx < 0 || idx >= maxChunks(s.sizes[key]) {
+		size, ok := s.sizes[key]
+		if s.stream {
+			ok, size = key == streamKey, s.total
+		}
+		if !ok || idx < 0 || idx >= maxChunks(size) {
 			return nil
 		}
 		v, err := cv.Value()
@@ -528,13 +513,51 @@ func (s *cacheSource) loadChunks() error {
 	if err != nil {
 		return err
 	}
+	if s.stream {
+		// Every chunk but the last is full.
+		list, left := chunks[streamKey], s.total
+		for i, v := range list {
+			if v.IsUndefined() {
+				return damaged("chunk %d is missing", i)
+			}
+			n, err := chunkSize(v, i, left)
+			if err != nil {
+				return err
+			}
+			if n != min(left, ChunkSize) {
+				return damaged("chunk %d has %d bytes, expected %d", i, n, min(left, ChunkSize))
+			}
+			left -= n
+		}
+		if left != 0 {
+			return damaged("chunks hold %d of %d bytes", s.total-left, s.total)
+		}
+	}
 	s.chunks = chunks
 	return nil
 }
 
-// maxChunks is how many chunks CacheWriter stores for a blob of size
-// bytes (all full but the last); a larger index is not ours, and the bound
-// keeps a damaged key from making the list absurdly long.
+// chunkSize checks a stored chunk (a Blob, or a Uint8Array) against what
+// is left of its blob.
+func chunkSize(v js.Value, idx int, left int64) (int64, error) {
+	var n int64
+	switch {
+	case v.Type() == js.TypeObject && v.InstanceOf(js.Global().Get("Blob")):
+		n = int64(v.Get("size").Float())
+	case v.Type() == js.TypeObject && v.InstanceOf(js.Global().Get("Uint8Array")):
+		n = int64(v.Length())
+	default:
+		return 0, damaged("chunk %d is missing", idx)
+	}
+	if n == 0 || n > ChunkSize || n > left {
+		return 0, damaged("chunk %d has %d bytes, expected at most %d", idx, n, min(left, ChunkSize))
+	}
+	return n, nil
+}
+
+// maxChunks is how many chunks CacheWriter stores for size bytes (all full
+// but the last); a larger index is not ours, and the bound keeps a damaged
+// key from making the list absurdly long.
 func maxChunks(size int64) int {
 	return int((size + ChunkSize - 1) / ChunkSize)
 }
@@ -542,19 +565,41 @@ func maxChunks(size int64) int {
 // CacheWriter is the export's BlobSink. It never fails the export: the
 // first storage error (quota, private mode) stops caching, is kept in Err,
 // and the chunks written so far are removed.
+//
+// The blobs are stored back to back in chunks of ChunkSize (the stream
+// layout). A chunk's transaction commits while the exporter converts the
+// next one (one in flight): IndexedDB writes in the browser's own threads,
+// so the export does not wait for the disk. Chunks are stored as Blobs, so
+// a re-export can join them to its output by reference; when the browser
+// cannot take a Blob ("Failed to write blobs", e.g. its blob memory is
+// full) the writer stores Uint8Arrays from then on, which readers accept
+// too.
 type CacheWriter struct {
 	c       *Cache
 	ctx     context.Context
 	session string
 	now     func() time.Time
 
-	key     string
+	blobs   []export.BaseBlob // what was written, to check against the manifest
 	idx     int
 	buf     []byte
 	started bool
 	err     error
 	off     bool
 	stored  int64
+
+	stage    [2]js.Value // Uint8Array staging buffers, alternating
+	cur      int         // stage of the next chunk
+	inflight *flight
+	asBytes  bool // store Uint8Arrays instead of Blobs
+	pins     pins
+}
+
+// flight is a chunk whose transaction may not have committed yet.
+type flight struct {
+	done  chan error
+	idx   int
+	bytes js.Value // the chunk in its staging buffer, for a retry
 }
 
 // NewWriter starts a write session. Nothing is stored until the first
@@ -562,7 +607,8 @@ type CacheWriter struct {
 func (c *Cache) NewWriter(ctx context.Context) *CacheWriter {
 	var b [12]byte
 	rand.Read(b[:])
-	return &CacheWriter{c: c, ctx: ctx, session: hex.EncodeToString(b[:]), now: time.Now}
+	return &CacheWriter{c: c, ctx: ctx, session: hex.EncodeToString(b[:]), now: time.Now,
+		stage: [2]js.Value{js.Undefined(), js.Undefined()}}
 }
 
 // Disable drops everything from now on without error (the entry already
@@ -577,12 +623,10 @@ func (w *CacheWriter) WriteBlob(key string, chunk []byte) error {
 	if w.off || w.err != nil {
 		return nil
 	}
-	if key != w.key {
-		if w.flush(); w.err != nil {
-			return nil
-		}
-		w.key, w.idx = key, 0
+	if n := len(w.blobs); n == 0 || w.blobs[n-1].Key != key {
+		w.blobs = append(w.blobs, export.BaseBlob{Key: key})
 	}
+	w.blobs[len(w.blobs)-1].Bytes += int64(len(chunk))
 	for len(chunk) > 0 && w.err == nil {
 		if w.buf == nil {
 			w.buf = make([]byte, 0, ChunkSize)
@@ -597,32 +641,79 @@ func (w *CacheWriter) WriteBlob(key string, chunk []byte) error {
 	return nil
 }
 
-// flush stores the buffered chunk with a heartbeat of the session.
+// flush starts storing the buffered chunk (with a heartbeat of the
+// session) once the previous one has committed.
 func (w *CacheWriter) flush() {
 	if len(w.buf) == 0 || w.err != nil {
 		return
 	}
-	err := func() error {
-		txn, err := w.c.db.Transaction(idb.TransactionReadWrite, storeChunks, storePending)
-		if err != nil {
-			return err
-		}
-		chunks, _ := txn.ObjectStore(storeChunks)
-		pending, _ := txn.ObjectStore(storePending)
-		chunk := js.Global().Get("Blob").New([]any{bytesToJS(w.buf)})
-		if _, err := chunks.PutKey(js.ValueOf([]any{w.session, w.key, w.idx}), chunk); err != nil {
-			return err
-		}
-		hb := map[string]any{"session": w.session, "heartbeat": float64(w.now().UnixMilli())}
-		if _, err := pending.PutKey(js.ValueOf(w.session), js.ValueOf(hb)); err != nil {
-			return err
-		}
-		return txn.Await(w.ctx)
-	}()
+	// The staging buffer not used by the chunk in flight.
+	if w.stage[w.cur].IsUndefined() {
+		w.stage[w.cur] = js.Global().Get("Uint8Array").New(ChunkSize)
+	}
+	bytes := w.stage[w.cur].Call("subarray", 0, len(w.buf))
+	js.CopyBytesToJS(bytes, w.buf)
+	if w.settle(); w.err != nil {
+		return
+	}
+	f, err := w.put(w.idx, bytes)
 	w.started = true
 	w.stored += int64(len(w.buf))
+	w.pins.add(len(w.buf))
 	w.buf = w.buf[:0]
 	w.idx++
+	w.cur ^= 1
+	if err != nil {
+		w.fail(err)
+		return
+	}
+	w.inflight = f
+}
+
+// put starts the transaction storing chunk idx. Blobs and Uint8Arrays are
+// both copied when put, so the staging buffer may be reused once the
+// transaction has committed (a retry needs it until then).
+func (w *CacheWriter) put(idx int, bytes js.Value) (*flight, error) {
+	txn, err := w.c.db.Transaction(idb.TransactionReadWrite, storeChunks, storePending)
+	if err != nil {
+		return nil, err
+	}
+	chunks, _ := txn.ObjectStore(storeChunks)
+	pending, _ := txn.ObjectStore(storePending)
+	value := bytes
+	if !w.asBytes {
+		value = js.Global().Get("Blob").New([]any{bytes})
+	}
+	if _, err := chunks.PutKey(js.ValueOf([]any{w.session, streamKey, idx}), value); err != nil {
+		return nil, err
+	}
+	hb := map[string]any{"session": w.session, "heartbeat": float64(w.now().UnixMilli())}
+	if _, err := pending.PutKey(js.ValueOf(w.session), js.ValueOf(hb)); err != nil {
+		return nil, err
+	}
+	// Listening starts before this goroutine next yields to the event loop,
+	// so the completion event cannot be missed.
+	f := &flight{done: make(chan error, 1), idx: idx, bytes: bytes}
+	go func() { f.done <- txn.Await(w.ctx) }()
+	return f, nil
+}
+
+// settle waits for the chunk in flight; a Blob the browser could not
+// store is stored again as bytes.
+func (w *CacheWriter) settle() {
+	f := w.inflight
+	if f == nil {
+		return
+	}
+	w.inflight = nil
+	err := <-f.done
+	if err != nil && !w.asBytes && strings.Contains(err.Error(), "Failed to write blobs") {
+		w.asBytes = true
+		var f2 *flight
+		if f2, err = w.put(f.idx, f.bytes); err == nil {
+			err = <-f2.done
+		}
+	}
 	if err != nil {
 		w.fail(err)
 	}
@@ -631,6 +722,7 @@ func (w *CacheWriter) flush() {
 func (w *CacheWriter) fail(err error) {
 	w.err = storageError(err)
 	w.buf = nil
+	w.inflight = nil
 	w.Abort()
 }
 
@@ -656,18 +748,19 @@ func (w *CacheWriter) Commit(m *export.BaseManifest) error {
 		return nil
 	}
 	w.flush()
+	w.settle()
 	if w.err != nil {
 		return w.err
 	}
-	if w.stored != m.Bytes {
-		w.fail(fmt.Errorf("internal: stored %d bytes, manifest says %d", w.stored, m.Bytes))
+	if w.stored != m.Bytes || !sameBlobs(w.blobs, m.Blobs) {
+		w.fail(fmt.Errorf("internal: stored %d bytes in %d blobs, the manifest says %d in %d", w.stored, len(w.blobs), m.Bytes, len(m.Blobs)))
 		return w.err
 	}
 	js_, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
-	rec := map[string]any{"id": m.Key, "name": m.Name, "bytes": float64(m.Bytes),
+	rec := map[string]any{"id": m.Key, "name": m.Name, "bytes": float64(m.Bytes), "layout": layoutStream,
 		"lastUsed": float64(w.now().UnixMilli()), "session": w.session, "manifest": string(js_)}
 	err = func() error {
 		txn, err := w.c.db.Transaction(idb.TransactionReadWrite, storeBases, storePending)
@@ -690,6 +783,20 @@ func (w *CacheWriter) Commit(m *export.BaseManifest) error {
 	}
 	w.off = true
 	return nil
+}
+
+// sameBlobs reports whether the blobs were written as the manifest lists
+// them: the stream layout finds a blob by the sizes of those before it.
+func sameBlobs(a, b []export.BaseBlob) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // Abort removes what this session stored (export failed or cancelled).

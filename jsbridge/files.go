@@ -23,6 +23,7 @@ const (
 	DefaultWindow = 4 << 20
 	minRead       = 32 << 10
 	maxDirectRead = 64 << 20 // bounds one JS ArrayBuffer for huge reads
+	wholeFile     = 64 << 20 // FS files up to this size are read whole (see BlobReader.whole)
 )
 
 // BlobReader reads a JS Blob (or File) as an io.ReaderAt through
@@ -37,6 +38,12 @@ type BlobReader struct {
 	bufOff  int64
 	lastEnd int64 // end of the previous request, to detect sequential reads (files are read from the start)
 	calls   int   // JS reads made, for tests
+	pins    pins
+
+	whole  int64    // files up to this size are read whole on first use (0: never)
+	pre    js.Value // read ahead: Promise of the window at preOff, preLen bytes; undefined when none
+	preOff int64
+	preLen int
 }
 
 // NewBlobReader reads blob with a read-ahead window of the given size
@@ -45,7 +52,7 @@ func NewBlobReader(blob js.Value, window int) *BlobReader {
 	if window <= 0 {
 		window = DefaultWindow
 	}
-	return &BlobReader{blob: blob, size: int64(blob.Get("size").Float()), window: window}
+	return &BlobReader{blob: blob, size: int64(blob.Get("size").Float()), window: window, pre: js.Undefined()}
 }
 
 // Size is the blob's size in bytes.
@@ -86,7 +93,12 @@ func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
 			continue
 		}
 		rest := len(want) - n
-		if rest >= r.window {
+		if r.size <= r.whole {
+			// Small files (adapters) are read whole: their tensors are read
+			// in plan order, not file order, and each scattered read would
+			// be a round trip to the browser.
+			o, rest = 0, int(r.size)
+		} else if rest >= r.window {
 			// Large reads skip the window: no copy, no eviction.
 			k := min(rest, maxDirectRead)
 			if err := r.readJS(want[n:n+k], o); err != nil {
@@ -96,18 +108,23 @@ func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
 			continue
 		}
 		fill := r.window
-		if !sequential {
+		if !sequential || r.size <= r.whole {
 			fill = max(rest, minRead)
 		}
 		fill = int(min(int64(fill), r.size-o))
+		// Streaming: this window follows the previous one.
+		streaming := sequential && len(r.buf) > 0 && o == r.bufOff+int64(len(r.buf))
 		if cap(r.buf) < fill {
 			r.buf = make([]byte, fill, max(fill, min(r.window, int(r.size))))
 		}
 		r.buf = r.buf[:fill]
 		r.bufOff = o
-		if err := r.readJS(r.buf, o); err != nil {
+		if err := r.fill(o); err != nil {
 			r.buf = r.buf[:0]
 			return n, err
+		}
+		if next := o + int64(fill); streaming && fill == r.window && next < r.size {
+			r.prefetch(next, int(min(int64(r.window), r.size-next)))
 		}
 	}
 	if short {
@@ -116,17 +133,51 @@ func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// fill loads the window at off, from the prefetched read when it is that one.
+func (r *BlobReader) fill(off int64) error {
+	pre := r.pre
+	r.pre = js.Undefined()
+	if !pre.IsUndefined() && r.preOff == off && r.preLen == len(r.buf) {
+		if err := r.await(r.buf, pre, off); err == nil {
+			return nil
+		}
+		// A failed read ahead is retried once, in line.
+	}
+	return r.readJS(r.buf, off)
+}
+
+// prefetch starts reading the window at off, n bytes, so that the browser
+// reads the file while the exporter converts the current window (wasm runs
+// on one thread, but the file is read by the browser's).
+func (r *BlobReader) prefetch(off int64, n int) {
+	p, err := r.request(off, n)
+	if err != nil {
+		return // read in line when needed
+	}
+	r.pre, r.preOff, r.preLen = p, off, n
+}
+
+// request starts reading n bytes at off: a Promise of an ArrayBuffer.
+func (r *BlobReader) request(off int64, n int) (js.Value, error) {
+	r.calls++
+	slice, err := call(r.blob, "slice", float64(off), float64(off+int64(n)))
+	if err != nil {
+		return js.Value{}, err
+	}
+	return call(slice, "arrayBuffer")
+}
+
 // readJS fills dst with the blob's bytes at off.
 func (r *BlobReader) readJS(dst []byte, off int64) error {
-	r.calls++
-	slice, err := call(r.blob, "slice", float64(off), float64(off+int64(len(dst))))
+	p, err := r.request(off, len(dst))
 	if err != nil {
 		return err
 	}
-	p, err := call(slice, "arrayBuffer")
-	if err != nil {
-		return err
-	}
+	return r.await(dst, p, off)
+}
+
+// await copies the result of request into dst.
+func (r *BlobReader) await(dst []byte, p js.Value, off int64) error {
 	ab, err := Await(p)
 	if err != nil {
 		return err
@@ -136,6 +187,7 @@ func (r *BlobReader) readJS(dst []byte, off int64) error {
 		return fmt.Errorf("read %d bytes at offset %d, want %d (did the file change on disk?)", got, off, len(dst))
 	}
 	js.CopyBytesToGo(dst, u8)
+	r.pins.add(len(dst))
 	return nil
 }
 
@@ -199,7 +251,9 @@ func (f *FS) Open(name string) (fs.File, error) {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrInvalid}
 	}
 	if b, ok := f.files[name]; ok {
-		return &file{name: name, r: NewBlobReader(b, f.window), blob: b}, nil
+		r := NewBlobReader(b, f.window)
+		r.whole = wholeFile
+		return &file{name: name, r: r, blob: b}, nil
 	}
 	if _, ok := f.dirs[name]; ok {
 		return &dir{fsys: f, name: name}, nil

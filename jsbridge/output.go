@@ -17,9 +17,11 @@ const DefaultPartSize = 8 << 20
 // and the browser may keep them on disk; Blob joins them without a copy.
 type BlobWriter struct {
 	buf   []byte
+	js    js.Value // Uint8Array staging buf for the Blob constructor (which copies)
 	parts js.Value // JS Array of Blob
 	n     int64
 	done  bool
+	pins  pins
 }
 
 // NewBlobWriter buffers partSize bytes per part (DefaultPartSize when <= 0).
@@ -27,7 +29,7 @@ func NewBlobWriter(partSize int) *BlobWriter {
 	if partSize <= 0 {
 		partSize = DefaultPartSize
 	}
-	return &BlobWriter{buf: make([]byte, 0, partSize), parts: js.Global().Get("Array").New()}
+	return &BlobWriter{buf: make([]byte, 0, partSize), js: js.Undefined(), parts: js.Global().Get("Array").New()}
 }
 
 func (w *BlobWriter) Write(p []byte) (int, error) {
@@ -51,7 +53,16 @@ func (w *BlobWriter) flush() {
 	if len(w.buf) == 0 {
 		return
 	}
-	w.parts.Call("push", js.Global().Get("Blob").New([]any{bytesToJS(w.buf)}))
+	if w.js.IsUndefined() {
+		w.js = js.Global().Get("Uint8Array").New(cap(w.buf))
+	}
+	part := w.js
+	if len(w.buf) < cap(w.buf) {
+		part = w.js.Call("subarray", 0, len(w.buf))
+	}
+	js.CopyBytesToJS(part, w.buf)
+	w.parts.Call("push", js.Global().Get("Blob").New([]any{part}))
+	w.pins.add(len(w.buf))
 	w.buf = w.buf[:0]
 }
 
@@ -103,15 +114,32 @@ func bytesToJS(b []byte) js.Value {
 }
 
 // StreamWriter writes the output into a WritableStream (for example the
-// FileSystemWritableFileStream of showSaveFilePicker), awaiting each write
-// so a slow disk slows the export instead of filling memory.
+// FileSystemWritableFileStream of showSaveFilePicker). One write is in
+// flight while the exporter fills the next buffer, so the disk and the
+// conversion overlap; a slow disk still slows the export instead of
+// filling memory.
 type StreamWriter struct {
-	stream js.Value // the WritableStream; undefined when given a writer
-	w      js.Value // WritableStreamDefaultWriter
-	blobs  bool     // the sink takes Blob chunks (a FileSystemWritableFileStream)
-	buf    []byte
-	err    error
+	stream  js.Value // the WritableStream; undefined when given a writer
+	w       js.Value // WritableStreamDefaultWriter
+	blobs   bool     // the sink takes Blob chunks (a FileSystemWritableFileStream)
+	buf     []byte
+	pending js.Value // Promise of the write in flight; undefined when none
+	err     error
+	pins    pins
+
+	// When the sink takes Blobs, a referenced Blob and the bytes after it
+	// are gathered as Blob parts and written gatherBytes at a time: a
+	// cached re-export references hundreds of blobs, many small, and one
+	// write each would be one round trip to the browser each.
+	stage  js.Value // Uint8Array for the Blob constructor (which copies)
+	parts  js.Value // Array of Blobs not yet written
+	partsN int64
+	turns  [2]js.Value // Uint8Arrays for direct writes, taking turns
+	turn   int
 }
+
+// gatherBytes is how much output a file stream's write carries at least.
+const gatherBytes = 32 << 20
 
 // NewStreamWriter takes a WritableStream (or an already acquired writer).
 func NewStreamWriter(stream js.Value, bufSize int) (*StreamWriter, error) {
@@ -131,12 +159,15 @@ func NewStreamWriter(stream js.Value, bufSize int) (*StreamWriter, error) {
 	}
 	fsw := js.Global().Get("FileSystemWritableFileStream")
 	blobs := fsw.Type() == js.TypeFunction && stream.InstanceOf(fsw)
-	return &StreamWriter{stream: s, w: w, blobs: blobs, buf: make([]byte, 0, bufSize)}, nil
+	return &StreamWriter{stream: s, w: w, blobs: blobs, buf: make([]byte, 0, bufSize),
+		pending: js.Undefined(), stage: js.Undefined(), parts: js.Global().Get("Array").New(),
+		turns: [2]js.Value{js.Undefined(), js.Undefined()}}, nil
 }
 
 // WriteRef appends a Blob by reference (export.RefWriter) without copying
-// it through the wasm heap: a file on disk takes the Blob itself, any
-// other stream gets the Blob's own byte stream piped into it.
+// it through the wasm heap: a file on disk takes the Blob itself (joined
+// with its neighbours), any other stream gets the Blob's own byte stream
+// piped into it.
 func (s *StreamWriter) WriteRef(ref any, n int64) error {
 	if s.err != nil {
 		return s.err
@@ -149,9 +180,13 @@ func (s *StreamWriter) WriteRef(ref any, n int64) error {
 	if err := s.flush(); err != nil {
 		return err
 	}
+	if s.blobs {
+		return s.gather(blob, n)
+	}
+	if err := s.wait(); err != nil {
+		return err
+	}
 	switch {
-	case s.blobs:
-		err = s.await(call(s.w, "write", blob))
 	case !s.stream.IsUndefined():
 		err = s.pipe(blob)
 	default:
@@ -237,16 +272,90 @@ func (s *StreamWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// flush hands the buffer on: to the gathered parts of a file stream, else
+// as a write of its own once the previous write is done.
 func (s *StreamWriter) flush() error {
-	if len(s.buf) == 0 {
-		return nil
+	if len(s.buf) == 0 || s.err != nil {
+		return s.err
 	}
-	p, err := call(s.w, "write", bytesToJS(s.buf))
-	if err == nil {
-		_, err = Await(p)
+	n := len(s.buf)
+	if s.blobs && s.partsN > 0 {
+		// Bytes between referenced Blobs join the parts.
+		if s.stage.IsUndefined() {
+			s.stage = js.Global().Get("Uint8Array").New(cap(s.buf))
+		}
+		chunk := s.stage.Call("subarray", 0, n)
+		js.CopyBytesToJS(chunk, s.buf)
+		s.buf = s.buf[:0]
+		s.pins.add(n)
+		return s.gather(js.Global().Get("Blob").New([]any{chunk}), int64(n))
 	}
+	// A file stream has taken the bytes once its write resolves, so two
+	// arrays take turns; other sinks may keep their chunks.
+	var chunk js.Value
+	if s.blobs {
+		if s.turns[s.turn].IsUndefined() {
+			s.turns[s.turn] = js.Global().Get("Uint8Array").New(cap(s.buf))
+		}
+		chunk = s.turns[s.turn].Call("subarray", 0, n)
+		s.turn ^= 1
+	} else {
+		chunk = js.Global().Get("Uint8Array").New(n)
+	}
+	js.CopyBytesToJS(chunk, s.buf)
+	s.pins.add(n)
 	s.buf = s.buf[:0]
+	if err := s.wait(); err != nil {
+		return err
+	}
+	p, err := call(s.w, "write", chunk)
 	if err != nil {
+		s.err = fmt.Errorf("writing the output: %w", err)
+		return s.err
+	}
+	s.pending = p
+	return nil
+}
+
+// gather adds a Blob part and writes the parts once they hold gatherBytes.
+func (s *StreamWriter) gather(part js.Value, n int64) error {
+	s.parts.Call("push", part)
+	s.partsN += n
+	if s.partsN >= gatherBytes {
+		return s.writeParts()
+	}
+	return nil
+}
+
+// writeParts starts writing the gathered parts as one Blob once the
+// previous write is done.
+func (s *StreamWriter) writeParts() error {
+	if s.partsN == 0 {
+		return s.err
+	}
+	blob := js.Global().Get("Blob").New(s.parts)
+	s.parts = js.Global().Get("Array").New()
+	s.partsN = 0
+	if err := s.wait(); err != nil {
+		return err
+	}
+	p, err := call(s.w, "write", blob)
+	if err != nil {
+		s.err = fmt.Errorf("writing the output: %w", err)
+		return s.err
+	}
+	s.pending = p
+	return nil
+}
+
+// wait awaits the write in flight.
+func (s *StreamWriter) wait() error {
+	if s.pending.IsUndefined() {
+		return s.err
+	}
+	p := s.pending
+	s.pending = js.Undefined()
+	if _, err := Await(p); err != nil && s.err == nil {
 		s.err = fmt.Errorf("writing the output: %w", err)
 	}
 	return s.err
@@ -255,6 +364,12 @@ func (s *StreamWriter) flush() error {
 // Close flushes and closes the stream; the file appears only now.
 func (s *StreamWriter) Close() error {
 	if err := s.flush(); err != nil {
+		return err
+	}
+	if err := s.writeParts(); err != nil {
+		return err
+	}
+	if err := s.wait(); err != nil {
 		return err
 	}
 	p, err := call(s.w, "close")

@@ -137,3 +137,92 @@ func TestMemStats(t *testing.T) {
 	require.GreaterOrEqual(t, m.Get("sys").Float(), m.Get("heapSys").Float())
 	require.GreaterOrEqual(t, m.Get("heapSys").Float(), m.Get("heapInuse").Float())
 }
+
+// TestBlobReaderPrefetch: streaming reads are served by reads started one
+// window ahead; leaving the stream drops the read ahead and stays correct.
+func TestBlobReaderPrefetch(t *testing.T) {
+	data := randomBytes(8*64<<10+123, 13)
+	r := NewBlobReader(jsBlob(data), 64<<10)
+	buf := make([]byte, 10_000)
+	read := func(off int64) {
+		t.Helper()
+		n, err := r.ReadAt(buf, off)
+		if err != io.EOF {
+			require.NoError(t, err)
+		}
+		require.Equal(t, data[off:off+int64(n)], buf[:n])
+	}
+	for off := int64(0); off+int64(len(buf)) <= 3*64<<10; off += int64(len(buf)) {
+		read(off)
+	}
+	require.Equal(t, 4, r.Calls(), "windows 1-3, and window 4 asked for ahead")
+	read(5) // back to the start: the read ahead is dropped
+	for off := int64(5 + len(buf)); off < int64(len(data)); off += int64(len(buf)) {
+		read(off)
+	}
+	require.LessOrEqual(t, r.Calls(), 4+1+10)
+}
+
+// TestSmallFilesReadWhole: an FS file up to wholeFile bytes costs one read
+// however it is accessed.
+func TestSmallFilesReadWhole(t *testing.T) {
+	data := randomBytes(3<<20, 14)
+	fsys, err := NewFS([]FileEntry{{Path: "a/adapter_model.safetensors", Blob: jsBlob(data)}}, 64<<10)
+	require.NoError(t, err)
+	f, err := fsys.Open("a/adapter_model.safetensors")
+	require.NoError(t, err)
+	ra := f.(io.ReaderAt)
+	buf := make([]byte, 1000)
+	for _, off := range []int64{2 << 20, 5, 3<<20 - 1000, 1 << 20, 77} {
+		_, err := ra.ReadAt(buf, off)
+		require.NoError(t, err)
+		require.Equal(t, data[off:off+1000], buf)
+	}
+	require.Equal(t, 1, f.(*file).r.Calls())
+}
+
+// TestStreamWriterGathers: a sink that takes Blobs (a file) gets the
+// output in few large Blob writes, buffers and references alike.
+func TestStreamWriterGathers(t *testing.T) {
+	var writes []js.Value
+	write := js.FuncOf(func(_ js.Value, args []js.Value) any {
+		c := args[0]
+		if c.InstanceOf(js.Global().Get("Uint8Array")) {
+			c = js.Global().Get("Uint8Array").New(c) // a file takes the bytes; the writer reuses its arrays
+		}
+		writes = append(writes, c)
+		return nil
+	})
+	defer write.Release()
+	stream := js.Global().Get("WritableStream").New(map[string]any{"write": write})
+	sw, err := NewStreamWriter(stream, 1<<20)
+	require.NoError(t, err)
+	sw.blobs = true // as for a FileSystemWritableFileStream
+	data := randomBytes(70<<20+5, 15)
+	var want []byte
+	for off := 0; off < len(data); {
+		n := min(len(data)-off, 3<<20+17)
+		if (off/n)%2 == 0 {
+			_, err = sw.Write(data[off : off+n])
+		} else {
+			err = sw.WriteRef(jsBlob(data[off:off+n]), int64(n))
+		}
+		require.NoError(t, err)
+		want = append(want, data[off:off+n]...)
+		off += n
+	}
+	require.NoError(t, sw.Close())
+	// Buffers go out as they fill until a reference comes; from there on
+	// the output is gathered into Blobs of at least 32 MiB.
+	parts := make([]any, len(writes))
+	var big int
+	for i, w := range writes {
+		if w.InstanceOf(js.Global().Get("Blob")) && w.Get("size").Int() >= 32<<20 {
+			big++
+		}
+		parts[i] = w
+	}
+	require.Positive(t, big)
+	require.Less(t, len(writes), 12, "23 pieces, 35 MiB of buffers")
+	require.True(t, bytes.Equal(want, blobBytes(t, js.Global().Get("Blob").New(parts))))
+}

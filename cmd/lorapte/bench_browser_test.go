@@ -55,7 +55,7 @@ func TestBenchBrowserTiny(t *testing.T) {
 	work, docs := filepath.Join(dir, "work"), filepath.Join(dir, "docs")
 	code, stdout, stderr := runCLI(t, "bench", "--sizes", "tiny", "--runs", "1", "--out", work, "--docs", docs, "--site", site, "--browser", "on")
 	require.Equal(t, 0, code, stderr)
-	require.Contains(t, stdout, "| cached-base re-export, 1 new adapter |")
+	require.Contains(t, stdout, "| cached-base re-export, 1 new adapter: to a file | to a Blob |")
 	require.Contains(t, stdout, "| tiny-shaped | ")
 	require.Contains(t, stderr, "browser bench: run 1:")
 	require.NoDirExists(t, filepath.Join(work, "tiny"), "generated files, the new adapter and the browser profile are removed")

@@ -3,16 +3,25 @@
 // loopback port, drives headless Chromium through the page's JavaScript
 // API (lorapte.exportDetailed, as an embedding page calls it), and times:
 //
-//   - a full export from the model files with adapters, which also stores
-//     the converted base in IndexedDB (the API's default);
+//   - a full export from the model files with adapters, written to a file
+//     through a FileSystemWritableFileStream (what the page's "write
+//     straight to disk" uses; here a file of the origin's private file
+//     system, so no dialog), storing the converted base in IndexedDB (the
+//     API's default);
 //   - a re-export from that cached base with one adapter the first export
-//     did not have.
+//     did not have, into a file the same way;
+//   - the same re-export returning a Blob (the API's default output), to
+//     which the cached base joins by reference.
 //
 // Each export runs on a freshly loaded page, so the wasm linear memory read
 // afterwards (it never shrinks) is that export's peak. The model files
 // reach the page as File objects backed by the files on disk (DevTools'
 // file-input call), so nothing is uploaded or copied before the clock
 // starts; loading the wasm module is not timed either.
+//
+// The full export is not measured into a Blob: Chromium keeps Blob data in
+// memory up to a limit, and where it cannot page blobs to disk (seen in
+// headless runs: 500 MiB) a 1.2 GB output Blob is unreadable.
 package browserbench
 
 import (
@@ -56,13 +65,6 @@ type Config struct {
 	Timeout  time.Duration // for everything (default 1 h)
 	Log      io.Writer     // progress lines; nil for none
 	Digest   bool          // hash each output after timing it (small models: the output is read into memory)
-	// BlobOutput makes the exports return a Blob (the API's default) instead
-	// of writing a file in the origin's private file system through a
-	// FileSystemWritableFileStream (what "write straight to disk" uses).
-	// Chromium keeps Blob data in memory up to a limit (500 MiB when it
-	// cannot page blobs to disk, as seen in headless runs), so the file is
-	// the realistic output for a 1B model.
-	BlobOutput bool
 }
 
 // Export is one measured export.
@@ -75,15 +77,17 @@ type Export struct {
 	GoSys     int64         // Go runtime's MemStats.Sys afterwards
 	Notices   []string
 	SHA256    string // hex digest of the output, with Config.Digest
+	Timeline  string // when each tenth of the output was written
 }
 
 // Result is the fastest full and cached export and the largest memory
 // seen over all runs.
 type Result struct {
-	Browser string // product/version
-	Full    Export
-	Cached  Export
-	BaseID  string
+	Browser    string // product/version
+	Full       Export // into a file, caching the base
+	Cached     Export // from the cached base, into a file
+	CachedBlob Export // from the cached base, into a Blob
+	BaseID     string
 }
 
 // FindChromium returns $LORAPTE_CHROMIUM or the first Chromium or Chrome on
@@ -126,7 +130,7 @@ func page(groups int) string {
 	b.WriteString(`<script>
 'use strict';
 const group = (i, dir) => [...document.getElementById('g' + i).files].map((file) => ({ file, path: dir + '/' + file.name }));
-// spec: {model: group index | null, base: id | null, adapters: [{name, group}], options, digest}
+// spec: {model: group index | null, base: id | null, adapters: [{name, group}], options, digest, output: 'file' | 'blob'}
 window.benchExport = async (spec) => {
   await lorapte.ready();
   const req = { options: spec.options, adapters: spec.adapters.map((a) => ({ name: a.name, files: group(a.group, a.name) })) };
@@ -141,7 +145,12 @@ window.benchExport = async (spec) => {
   }
   const stages = {};
   const t0 = performance.now();
-  req.onProgress = (p) => { if (!(p.stage in stages)) stages[p.stage] = performance.now() - t0; };
+  const timeline = []; // [ms, bytes written] at each tenth of the output
+  req.onProgress = (p) => {
+    const ms = performance.now() - t0;
+    if (!(p.stage in stages)) stages[p.stage] = ms;
+    if (p.stage === 'write' && p.total > 0 && p.done * 10 >= (timeline.length + 1) * p.total) timeline.push([Math.round(ms), p.done]);
+  };
   const res = await lorapte.exportDetailed(req);
   const t1 = performance.now();
   const mem = await lorapte.memory();
@@ -154,7 +163,7 @@ window.benchExport = async (spec) => {
   const size = out.size;
   if (root) await root.removeEntry('bench.pte');
   return { ms: t1 - t0, cacheMs: 'cache' in stages ? t1 - t0 - stages.cache : 0, size, baseId: res.baseId || '',
-    notices: res.notices, wasmBytes: mem.wasmBytes, goSys: mem.sys, sha256, stages };
+    notices: res.notices, wasmBytes: mem.wasmBytes, goSys: mem.sys, sha256, stages, timeline };
 };
 window.benchClearCache = async () => {
   for (const b of await lorapte.cachedBases()) await lorapte.deleteCachedBase(b.id);
@@ -176,12 +185,25 @@ type jsResult struct {
 	GoSys    float64            `json:"goSys"`
 	SHA256   string             `json:"sha256"`
 	Stages   map[string]float64 `json:"stages"`
+	Timeline [][2]float64       `json:"timeline"`
 }
 
 func (r jsResult) export() Export {
 	return Export{Wall: time.Duration(r.MS * float64(time.Millisecond)), Cache: time.Duration(r.CacheMS * float64(time.Millisecond)),
 		Size: int64(r.Size), WasmBytes: int64(r.WasmSize), GoSys: int64(r.GoSys), Notices: r.Notices, SHA256: r.SHA256,
-		Planned: time.Duration(r.Stages["write"] * float64(time.Millisecond))}
+		Planned: time.Duration(r.Stages["write"] * float64(time.Millisecond)), Timeline: r.timeline()}
+}
+
+// timeline renders when each tenth of the output was written, for people
+// looking for where the time goes: "2.1s 10%, 3.0s 20%, ...".
+func (r jsResult) timeline() string {
+	var parts []string
+	for _, p := range r.Timeline {
+		if r.Size > 0 {
+			parts = append(parts, fmt.Sprintf("%.1fs %.0f%%", p[0]/1000, 100*p[1]/r.Size))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 type jsAdapter struct {
@@ -279,16 +301,21 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	h := &harness{ctx: bctx, url: url, cfg: cfg}
 	for i := 0; i < cfg.Runs; i++ {
-		full, cached, baseID, err := h.pair()
+		r, err := h.run()
 		if err != nil {
 			return nil, err
 		}
-		logf("run %d: full export %.2fs (planning %.2fs, caching %.2fs), wasm memory %s; cached re-export %.2fs (planning %.2fs), wasm memory %s",
-			i+1, full.Wall.Seconds(), full.Planned.Seconds(), full.Cache.Seconds(), mib(full.WasmBytes),
-			cached.Wall.Seconds(), cached.Planned.Seconds(), mib(cached.WasmBytes))
-		keep(&res.Full, full, i == 0)
-		keep(&res.Cached, cached, i == 0)
-		res.BaseID = baseID
+		for _, e := range []struct {
+			what string
+			e    Export
+		}{{"full export", r.Full}, {"cached re-export into a file", r.Cached}, {"cached re-export into a Blob", r.CachedBlob}} {
+			logf("run %d: %s %.2fs (planning %.2fs, caching %.2fs), wasm memory %s; output written at %s",
+				i+1, e.what, e.e.Wall.Seconds(), e.e.Planned.Seconds(), e.e.Cache.Seconds(), mib(e.e.WasmBytes), e.e.Timeline)
+		}
+		keep(&res.Full, r.Full, i == 0)
+		keep(&res.Cached, r.Cached, i == 0)
+		keep(&res.CachedBlob, r.CachedBlob, i == 0)
+		res.BaseID = r.BaseID
 	}
 	return res, nil
 }
@@ -362,45 +389,44 @@ func (h *harness) export(spec jsSpec) (jsResult, error) {
 	return r, err
 }
 
-func (h *harness) output() string {
-	if h.cfg.BlobOutput {
-		return "blob"
-	}
-	return "file"
-}
-
-// pair runs one full export (caching the base) and one cached re-export.
-func (h *harness) pair() (full, cached Export, baseID string, err error) {
+// run does one full export (caching the base) and the two re-exports.
+func (h *harness) run() (*Result, error) {
 	cfg := h.cfg
 	groups := []int{0}
-	spec := jsSpec{Model: new(int), Options: cfg.Options, Digest: cfg.Digest, Output: h.output()}
+	spec := jsSpec{Model: new(int), Options: cfg.Options, Digest: cfg.Digest, Output: "file"}
 	for i, a := range cfg.Adapters {
 		groups = append(groups, 1+i)
 		spec.Adapters = append(spec.Adapters, jsAdapter{Name: a.Name, Group: 1 + i})
 	}
-	if err = h.load(groups...); err != nil {
-		return
+	if err := h.load(groups...); err != nil {
+		return nil, err
 	}
-	if _, err = h.eval(`benchClearCache()`); err != nil {
-		return full, cached, "", fmt.Errorf("clearing the base cache: %w", err)
+	if _, err := h.eval(`benchClearCache()`); err != nil {
+		return nil, fmt.Errorf("clearing the base cache: %w", err)
 	}
 	r, err := h.export(spec)
 	if err != nil {
-		return full, cached, "", fmt.Errorf("full export in the browser: %w", err)
+		return nil, fmt.Errorf("full export in the browser: %w", err)
 	}
-	full = r.export()
 	if r.BaseID == "" {
-		return full, cached, "", fmt.Errorf("full export in the browser: the base was not cached: %s", strings.Join(r.Notices, "; "))
+		return nil, fmt.Errorf("full export in the browser: the base was not cached: %s", strings.Join(r.Notices, "; "))
 	}
-	baseID = r.BaseID
+	res := &Result{Full: r.export(), BaseID: r.BaseID}
 
 	newGroup := 1 + len(cfg.Adapters)
-	if err = h.load(newGroup); err != nil {
-		return
+	for _, out := range []struct {
+		output string
+		dst    *Export
+	}{{"file", &res.Cached}, {"blob", &res.CachedBlob}} {
+		if err := h.load(newGroup); err != nil {
+			return nil, err
+		}
+		r, err = h.export(jsSpec{Base: res.BaseID, Options: cfg.Options, Digest: cfg.Digest, Output: out.output,
+			Adapters: []jsAdapter{{Name: cfg.New.Name, Group: newGroup}}})
+		if err != nil {
+			return nil, fmt.Errorf("cached re-export in the browser (%s output): %w", out.output, err)
+		}
+		*out.dst = r.export()
 	}
-	r, err = h.export(jsSpec{Base: baseID, Options: cfg.Options, Digest: cfg.Digest, Output: h.output(), Adapters: []jsAdapter{{Name: cfg.New.Name, Group: newGroup}}})
-	if err != nil {
-		return full, cached, "", fmt.Errorf("cached re-export in the browser: %w", err)
-	}
-	return full, r.export(), baseID, nil
+	return res, nil
 }
