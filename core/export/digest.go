@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"sync"
 
 	"lorapte/core/lora"
 	"lorapte/core/safetensors"
@@ -47,43 +48,80 @@ func baseContentDigest(base *safetensors.Source) ([]byte, error) {
 	return h.Sum(nil), nil
 }
 
+// samplesInFlight bounds the concurrent sample reads. In the browser each
+// read is a round trip to the page; overlapping them turns ~10² sequential
+// waits into a few.
+const samplesInFlight = 16
+
+// part is one piece of the digest input: text or a sampled byte range.
+type digestPart struct {
+	text string
+	r    *io.SectionReader
+	off  int64
+	n    int64
+	info safetensors.Info
+	data []byte
+	err  error
+}
+
 func hashSource(h io.Writer, src *safetensors.Source, full bool) error {
-	buf := make([]byte, sampleBytes)
+	var parts []*digestPart
 	for _, name := range src.Names() {
 		info, _ := src.Info(name)
-		fmt.Fprintf(h, "tensor %s %s %v %d\n", name, info.DType, info.Shape, info.Bytes)
 		r, err := src.Raw(name)
 		if err != nil {
 			return err
 		}
+		parts = append(parts, &digestPart{text: fmt.Sprintf("tensor %s %s %v %d\n", name, info.DType, info.Shape, info.Bytes)})
 		if full {
-			if _, err := io.Copy(h, r); err != nil {
-				return fmt.Errorf("%s: reading tensor %s: %w", info.File, name, err)
-			}
+			parts = append(parts, &digestPart{r: r, off: 0, n: info.Bytes, info: info})
 			continue
 		}
+		add := func(off int64) {
+			n := min(int64(sampleBytes), info.Bytes-off)
+			parts = append(parts, &digestPart{r: r, off: off, n: n, info: info})
+		}
 		for off := int64(0); off < info.Bytes; off += sampleStride {
-			if err := sample(h, r, off, buf, info); err != nil {
-				return err
-			}
+			add(off)
 		}
 		if info.Bytes > sampleBytes {
-			if err := sample(h, r, info.Bytes-sampleBytes, buf, info); err != nil {
-				return err
+			add(info.Bytes - sampleBytes)
+		}
+	}
+	// Samples are read concurrently in windows and hashed in order, so the
+	// digest does not depend on timing. Full reads (adapters) stream.
+	for i := 0; i < len(parts); i += samplesInFlight {
+		win := parts[i:min(i+samplesInFlight, len(parts))]
+		var wg sync.WaitGroup
+		for _, p := range win {
+			if p.r == nil || full {
+				continue
+			}
+			wg.Add(1)
+			go func(p *digestPart) {
+				defer wg.Done()
+				p.data = make([]byte, p.n)
+				if _, err := p.r.ReadAt(p.data, p.off); err != nil && err != io.EOF {
+					p.err = fmt.Errorf("%s: reading tensor %s: %w", p.info.File, p.info.Name, err)
+				}
+			}(p)
+		}
+		wg.Wait()
+		for _, p := range win {
+			switch {
+			case p.r == nil:
+				io.WriteString(h, p.text)
+			case full:
+				if _, err := io.Copy(h, io.NewSectionReader(p.r, p.off, p.n)); err != nil {
+					return fmt.Errorf("%s: reading tensor %s: %w", p.info.File, p.info.Name, err)
+				}
+			case p.err != nil:
+				return p.err
+			default:
+				h.Write(p.data)
+				p.data = nil
 			}
 		}
 	}
-	return nil
-}
-
-func sample(h io.Writer, r *io.SectionReader, off int64, buf []byte, info safetensors.Info) error {
-	n := int64(len(buf))
-	if off+n > info.Bytes {
-		n = info.Bytes - off
-	}
-	if _, err := r.ReadAt(buf[:n], off); err != nil && err != io.EOF {
-		return fmt.Errorf("%s: reading tensor %s: %w", info.File, info.Name, err)
-	}
-	h.Write(buf[:n])
 	return nil
 }
