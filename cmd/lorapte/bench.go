@@ -376,14 +376,14 @@ func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
 func benchTable(rs []benchResult) string {
 	var b strings.Builder
-	b.WriteString("| model | params | input | bytes read | output | export (native) | CPU (user+sys) | peak RSS | I/O floor (read + write) | export / floor | browser |\n")
-	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
+	b.WriteString("| model | params | input | bytes read | output | export (native) | CPU (user+sys) | peak RSS | I/O floor (read + write) | export / floor |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, r := range rs {
 		read := export.HumanBytes(r.BytesRead)
 		if !r.ReadExact {
 			read += " (input size)"
 		}
-		fmt.Fprintf(&b, "| %s-shaped, bf16, 2 adapters | %.0fM | %s | %s | %s | %.2f s | %.2f s | %.0f MiB | %.2f s (%.2f + %.2f) | %.2f× | n/a (see issue 6) |\n",
+		fmt.Fprintf(&b, "| %s-shaped, bf16, 2 adapters | %.0fM | %s | %s | %s | %.2f s | %.2f s | %.0f MiB | %.2f s (%.2f + %.2f) | %.2f× |\n",
 			r.Shape.Name, float64(r.Params)/1e6, export.HumanBytes(r.InputBytes), read, export.HumanBytes(r.OutputSize),
 			r.Export.Seconds(), r.CPU.Seconds(), mib(r.RSS), r.floor().Seconds(), r.ReadFloor.Seconds(), r.WriteFloor.Seconds(), r.ratio())
 	}

@@ -28,7 +28,6 @@ func TestBenchTiny(t *testing.T) {
 	code, stdout, stderr := runCLI(t, "bench", "--sizes", "tiny", "--runs", "2", "--out", work, "--docs", docs, "--keep", "--browser", "off")
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stdout, "| tiny-shaped, bf16, 2 adapters |")
-	require.Contains(t, stdout, "n/a (see issue 6)")
 	require.Contains(t, stderr, "generating model and 2 adapters")
 	require.FileExists(t, filepath.Join(work, "tiny", "model", "model.safetensors"))
 	require.NoFileExists(t, filepath.Join(work, "tiny", "out.pte"))
