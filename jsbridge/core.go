@@ -142,7 +142,7 @@ func (c *Core) Export(parent context.Context, v js.Value) (*ExportResult, error)
 		} else if free, ok := storageFree(); ok && free < plan.BaseManifest().Bytes+(64<<20) {
 			cw.Disable()
 			notice(fmt.Sprintf("The converted base is not cached: browser storage has %s free, it needs %s. The export itself is not affected.",
-				humanBytes(free), humanBytes(plan.BaseManifest().Bytes)))
+				export.HumanBytes(free), export.HumanBytes(plan.BaseManifest().Bytes)))
 		}
 	}
 
@@ -238,18 +238,6 @@ func storageFree() (int64, bool) {
 		return 0, false
 	}
 	return int64(est.Get("quota").Float() - est.Get("usage").Float()), true
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 // Inspect decodes a .pte Blob into the JSON object of `lorapte inspect --json`.
