@@ -77,14 +77,35 @@ func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	want := p
 	short := false
 	if rest := r.size - off; int64(len(p)) > rest {
 		want, short = p[:rest], true
 	}
+	inWindow := off >= r.bufOff && off+int64(len(want)) <= r.bufOff+int64(len(r.buf))
 	sequential := off == r.lastEnd || (off >= r.bufOff && off < r.bufOff+int64(len(r.buf)))
 	r.lastEnd = off + int64(len(want))
+	if !inWindow && !sequential && r.size > r.whole && len(want) < r.window {
+		// A scattered small read (digest samples, norm weights) goes
+		// straight to the browser and is awaited without the lock, so
+		// concurrent ones overlap instead of queueing behind each other.
+		pr, err := r.request(off, len(want))
+		r.mu.Unlock()
+		if err == nil {
+			err = awaitInto(want, pr, off)
+		}
+		if err != nil {
+			return 0, err
+		}
+		r.mu.Lock()
+		r.pins.add(len(want))
+		r.mu.Unlock()
+		if short {
+			return len(want), io.EOF
+		}
+		return len(want), nil
+	}
+	defer r.mu.Unlock()
 	n := 0
 	for n < len(want) {
 		o := off + int64(n)
@@ -176,8 +197,17 @@ func (r *BlobReader) readJS(dst []byte, off int64) error {
 	return r.await(dst, p, off)
 }
 
-// await copies the result of request into dst.
+// await copies the result of request into dst (r.mu held).
 func (r *BlobReader) await(dst []byte, p js.Value, off int64) error {
+	if err := awaitInto(dst, p, off); err != nil {
+		return err
+	}
+	r.pins.add(len(dst))
+	return nil
+}
+
+// awaitInto waits for a read started by request and copies it into dst.
+func awaitInto(dst []byte, p js.Value, off int64) error {
 	ab, err := Await(p)
 	if err != nil {
 		return err
@@ -187,7 +217,6 @@ func (r *BlobReader) await(dst []byte, p js.Value, off int64) error {
 		return fmt.Errorf("read %d bytes at offset %d, want %d (did the file change on disk?)", got, off, len(dst))
 	}
 	js.CopyBytesToGo(dst, u8)
-	r.pins.add(len(dst))
 	return nil
 }
 
