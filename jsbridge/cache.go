@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"syscall/js"
@@ -752,7 +753,7 @@ func (w *CacheWriter) Commit(m *export.BaseManifest) error {
 	if w.err != nil {
 		return w.err
 	}
-	if w.stored != m.Bytes || !sameBlobs(w.blobs, m.Blobs) {
+	if w.stored != m.Bytes || !slices.Equal(w.blobs, m.Blobs) {
 		w.fail(fmt.Errorf("internal: stored %d bytes in %d blobs, the manifest says %d in %d", w.stored, len(w.blobs), m.Bytes, len(m.Blobs)))
 		return w.err
 	}
@@ -783,20 +784,6 @@ func (w *CacheWriter) Commit(m *export.BaseManifest) error {
 	}
 	w.off = true
 	return nil
-}
-
-// sameBlobs reports whether the blobs were written as the manifest lists
-// them: the stream layout finds a blob by the sizes of those before it.
-func sameBlobs(a, b []export.BaseBlob) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Abort removes what this session stored (export failed or cancelled).

@@ -268,7 +268,7 @@ func (e *encoder) convertRows(j *job, raw io.ReaderAt, dt safetensors.DType, s *
 			quantizeF16Exact(vals, n, j.cols, j.cols/groups, j.scheme.Bits, codes, sc16[r*groups:(r+n)*groups])
 		}
 		if j.scheme.Bits == 4 {
-			packInt4(out, codes)
+			milblob.PackInt4Into(out, codes)
 		} else {
 			for i, c := range codes {
 				out[i] = byte(c)
@@ -624,19 +624,6 @@ func maxLanes(a, b uint64) uint64 {
 	ge := ((a | h) - b) & h // lane top bit: a >= b
 	mask := ge - ge>>15     // 0x7fff in lanes where a >= b (values are 15-bit)
 	return a&mask | b&^mask
-}
-
-// packInt4 packs codes two per byte, low nibble first; an odd count leaves
-// the last high nibble zero (milblob.PackInt4's layout).
-func packInt4(dst []byte, codes []int8) {
-	n := len(codes) / 2
-	_ = dst[:(len(codes)+1)/2]
-	for i := 0; i < n; i++ {
-		dst[i] = byte(codes[2*i])&0xf | byte(codes[2*i+1])<<4
-	}
-	if len(codes)%2 == 1 {
-		dst[n] = byte(codes[2*n]) & 0xf
-	}
 }
 
 // chunkWriter writes finished chunks in order on its own goroutine.

@@ -229,18 +229,6 @@ func TestDecodeMatchesReference(t *testing.T) {
 	}
 }
 
-func TestPackInt4MatchesMilblob(t *testing.T) {
-	for _, n := range []int{0, 1, 2, 7, 64, 65} {
-		codes := make([]int8, n)
-		for i := range codes {
-			codes[i] = int8(i*5%16 - 8)
-		}
-		got := make([]byte, (n+1)/2)
-		packInt4(got, codes)
-		require.Equal(t, milblob.PackInt4(codes), got, "n=%d", n)
-	}
-}
-
 // benchShapes are small models whose tensors are large enough for the
 // parallel path (and, for the embedding, several chunks), with odd row
 // and column counts so int4 pairs straddle rows.

@@ -293,3 +293,20 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+// TestPackInt4Into: the allocation-free packer gives the same bytes for
+// every length, including odd ones (last high nibble zero).
+func TestPackInt4Into(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 7, 64, 65} {
+		codes := make([]int8, n)
+		for i := range codes {
+			codes[i] = int8(i*5%16 - 8)
+		}
+		got := make([]byte, (n+1)/2)
+		PackInt4Into(got, codes)
+		require.Equal(t, codes, UnpackInt4(got, n), "n=%d", n)
+		if n%2 == 1 {
+			require.Zero(t, got[n/2]>>4, "n=%d: padding nibble", n)
+		}
+	}
+}

@@ -8,10 +8,21 @@ package milblob
 // four bits of each value are used; callers clamp beforehand.
 func PackInt4(v []int8) []byte {
 	out := make([]byte, (len(v)+1)/2)
-	for i, x := range v {
-		out[i/2] |= (byte(x) & 0xF) << (4 * (i % 2))
-	}
+	PackInt4Into(out, v)
 	return out
+}
+
+// PackInt4Into is PackInt4 into dst (at least (len(v)+1)/2 bytes), without
+// allocating: the exporter packs every weight chunk through it.
+func PackInt4Into(dst []byte, v []int8) {
+	n := len(v) / 2
+	_ = dst[:(len(v)+1)/2]
+	for i := 0; i < n; i++ {
+		dst[i] = byte(v[2*i])&0xF | byte(v[2*i+1])<<4
+	}
+	if len(v)%2 == 1 {
+		dst[n] = byte(v[2*n]) & 0xF
+	}
 }
 
 // PackUInt4 packs uint4 values (0..15); only the low four bits are used.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"lorapte/core/quant"
 	"math"
-	"sort"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -176,15 +175,6 @@ func requireClose(t *testing.T, want []float64, got []float32, tol float64, msg 
 		}
 		require.InDelta(t, want[i], float64(got[i]), tol, "%s[%d]", msg, i)
 	}
-}
-
-func sortedKeys(m map[string]*Tensor) []string {
-	k := make([]string, 0, len(m))
-	for n := range m {
-		k = append(k, n)
-	}
-	sort.Strings(k)
-	return k
 }
 
 // seq returns 0.1*(i - n/2) style deterministic test data.

@@ -22,6 +22,7 @@ package milrun
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 
 	"lorapte/core/coremlspec/milpb"
@@ -155,7 +156,7 @@ func (s *Session) RunOrdered(function string, inputs map[string]*Tensor) ([]Name
 		if err := t.validate(); err != nil {
 			return fail("input %q: %v", name, err)
 		}
-		if t.DType != dt || !sameShape(t.Shape, shape) {
+		if t.DType != dt || !slices.Equal(t.Shape, shape) {
 			return fail("input %q is %s, function declares %s", name, t.TypeString(), typeString(dt, shape))
 		}
 		if dt == milpb.DataType_FLOAT16 {
@@ -347,7 +348,7 @@ func (s *Session) runOp(function string, env map[string]slot, defined map[string
 		if err != nil {
 			return nil, c.errf("output %q: %v", o.GetName(), err)
 		}
-		if outs[j].DType != dt || !sameShape(outs[j].Shape, shape) {
+		if outs[j].DType != dt || !slices.Equal(outs[j].Shape, shape) {
 			return nil, c.errf("output %q declared %s but op computes %s", o.GetName(), typeString(dt, shape), outs[j].TypeString())
 		}
 	}

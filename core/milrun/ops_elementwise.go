@@ -3,6 +3,7 @@ package milrun
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"lorapte/core/coremlspec/milpb"
 )
@@ -179,7 +180,7 @@ func broadcastShape(shapes ...[]int64) ([]int64, error) {
 }
 
 func newBView(out, in []int64, n int) bview {
-	if sameShape(out, in) {
+	if slices.Equal(out, in) {
 		return bview{}
 	}
 	m := 1

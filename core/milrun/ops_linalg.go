@@ -3,6 +3,7 @@ package milrun
 import (
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 
 	"lorapte/core/coremlspec/milpb"
@@ -230,7 +231,7 @@ func opSDPA(c *opCtx) ([]*Tensor, error) {
 	if r < 3 || len(k.Shape) != r || len(v.Shape) != r {
 		return nil, c.errf("query %s, key %s, value %s must have the same rank >= 3", q.TypeString(), k.TypeString(), v.TypeString())
 	}
-	if !sameShape(q.Shape[:r-2], k.Shape[:r-2]) || !sameShape(q.Shape[:r-2], v.Shape[:r-2]) {
+	if !slices.Equal(q.Shape[:r-2], k.Shape[:r-2]) || !slices.Equal(q.Shape[:r-2], v.Shape[:r-2]) {
 		return nil, c.errf("batch dims of query %s, key %s, value %s differ", q.TypeString(), k.TypeString(), v.TypeString())
 	}
 	L, E, S, EV := int(q.Shape[r-2]), int(q.Shape[r-1]), int(k.Shape[r-2]), int(v.Shape[r-1])
@@ -248,7 +249,7 @@ func opSDPA(c *opCtx) ([]*Tensor, error) {
 			return nil, c.errf("attn_mask dtype %s must be bool or %s", dtypeName(mask.DType), dtypeName(dt))
 		}
 		bs, err := broadcastShape(scoreShape, mask.Shape)
-		if err != nil || !sameShape(bs, scoreShape) {
+		if err != nil || !slices.Equal(bs, scoreShape) {
 			return nil, c.errf("attn_mask %s does not broadcast to %v", mask.TypeString(), scoreShape)
 		}
 		vm = newBView(scoreShape, mask.Shape, n)

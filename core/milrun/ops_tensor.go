@@ -2,6 +2,7 @@ package milrun
 
 import (
 	"math"
+	"slices"
 
 	"lorapte/core/coremlspec/milpb"
 )
@@ -66,7 +67,7 @@ func opBlockwiseShiftScale(c *opCtx) ([]*Tensor, error) {
 		block[i] = data.Shape[i] / scale.Shape[i]
 	}
 	if offset != nil {
-		if !sameShape(offset.Shape, scale.Shape) {
+		if !slices.Equal(offset.Shape, scale.Shape) {
 			return nil, c.errf("offset is %s, want the shape of scale %s", offset.TypeString(), scale.TypeString())
 		}
 		if !isFloat(offset.DType) && offset.DType != data.DType {

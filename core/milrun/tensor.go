@@ -238,18 +238,6 @@ func (t *Tensor) validate() error {
 	return nil
 }
 
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // strides returns row-major element strides of shape.
 func strides(shape []int64) []int {
 	s := make([]int, len(shape))

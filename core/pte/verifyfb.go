@@ -47,13 +47,6 @@ func tvec(name string, t *tableDesc) fieldDesc {
 func union(name string, members ...*tableDesc) []fieldDesc {
 	return []fieldDesc{scalar(name+"_type", 1), {name: name, kind: fUnion, members: members}}
 }
-func cat(parts ...[]fieldDesc) []fieldDesc {
-	var out []fieldDesc
-	for _, p := range parts {
-		out = append(out, p...)
-	}
-	return out
-}
 func fields(f ...fieldDesc) []fieldDesc { return f }
 
 // The schema description; must match schema/program.fbs field for field.
