@@ -22,7 +22,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
 	"lorapte/core/hf"
@@ -257,37 +256,17 @@ const defaultChunk = 4 << 20
 func writeSafetensors(w io.Writer, ts []tensor, chunk int) (int64, error) {
 	ts = append([]tensor(nil), ts...)
 	sort.Slice(ts, func(a, b int) bool { return ts[a].name < ts[b].name })
-	var hdr strings.Builder
-	hdr.WriteString(`{"__metadata__":{"format":"pt"}`)
+	infos := make([]safetensors.Tensor, len(ts))
 	var off int64
 	for i, t := range ts {
-		if i > 0 && ts[i-1].name == t.name {
-			return 0, fmt.Errorf("benchgen: duplicate tensor %q", t.name)
-		}
-		n := numel(t.shape) * int64(t.dtype.Size())
-		name, _ := json.Marshal(t.name)
-		hdr.WriteString(",")
-		hdr.Write(name)
-		hdr.WriteString(`:{"dtype":"` + string(t.dtype) + `","shape":[`)
-		for k, d := range t.shape {
-			if k > 0 {
-				hdr.WriteByte(',')
-			}
-			hdr.WriteString(strconv.FormatInt(d, 10))
-		}
-		hdr.WriteString(`],"data_offsets":[` + strconv.FormatInt(off, 10) + "," + strconv.FormatInt(off+n, 10) + "]}")
-		off += n
+		infos[i] = safetensors.Tensor{Name: t.name, DType: t.dtype, Shape: t.shape}
+		off += infos[i].Bytes()
 	}
-	hdr.WriteByte('}')
-	for hdr.Len()%8 != 0 {
-		hdr.WriteByte(' ')
+	hdr, err := safetensors.EncodeHeader(infos, map[string]string{"format": "pt"})
+	if err != nil {
+		return 0, fmt.Errorf("benchgen: %w", err)
 	}
-	var lenBuf [8]byte
-	binary.LittleEndian.PutUint64(lenBuf[:], uint64(hdr.Len()))
-	if _, err := w.Write(lenBuf[:]); err != nil {
-		return 0, err
-	}
-	if _, err := io.WriteString(w, hdr.String()); err != nil {
+	if _, err := w.Write(hdr); err != nil {
 		return 0, err
 	}
 	chunk &^= 3 // whole elements of any size
@@ -307,7 +286,7 @@ func writeSafetensors(w io.Writer, ts []tensor, chunk int) (int64, error) {
 			done += n
 		}
 	}
-	return 8 + int64(hdr.Len()) + off, nil
+	return int64(len(hdr)) + off, nil
 }
 
 // modelTensors lists the checkpoint's tensors, seeded by shape name and
