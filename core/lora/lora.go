@@ -348,11 +348,10 @@ func Load(name string, fsys fs.FS, p string, cfg *hf.Config) (*Adapter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("adapter %s: %w", name, err)
 	}
-	f, err := openFile(fsys, wPath)
-	if err != nil {
-		return nil, fmt.Errorf("adapter %s: %w", name, err)
+	src, err := safetensors.OpenFSFile(fsys, wPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("adapter %s: %s: not found", name, wPath)
 	}
-	src, err := safetensors.OpenFiles(f)
 	if err != nil {
 		return nil, fmt.Errorf("adapter %s: %w", name, err)
 	}
@@ -382,21 +381,6 @@ func notFound(err error) error {
 }
 
 // openFile opens the adapter's safetensors file; errors name p.
-func openFile(fsys fs.FS, p string) (*safetensors.File, error) {
-	f, err := fsys.Open(p)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, notFound(err))
-	}
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
-	}
-	ra, ok := f.(io.ReaderAt)
-	if !ok {
-		return nil, fmt.Errorf("%s: file does not support random access", p)
-	}
-	return safetensors.Open(p, ra, st.Size())
-}
 
 func (ad *Adapter) mapTensors(cfg *hf.Config, file string) error {
 	c := ad.Config

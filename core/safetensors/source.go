@@ -59,6 +59,22 @@ func (s *Source) sortNames() {
 	sort.Strings(s.names)
 }
 
+// OpenFSFile opens one safetensors file of fsys (a single-file model, or
+// an adapter's weights) as a Source. Close it when done.
+func OpenFSFile(fsys fs.FS, name string) (*Source, error) {
+	s := &Source{where: map[string]*File{}}
+	f, err := s.openFile(fsys, name)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	for _, n := range f.names {
+		s.where[n] = f
+	}
+	s.sortNames()
+	return s, nil
+}
+
 // OpenFS opens the weights of the model directory dir of fsys:
 // model.safetensors if present, else the shards listed by
 // model.safetensors.index.json. Files must implement io.ReaderAt (those of
@@ -72,15 +88,7 @@ func OpenFS(fsys fs.FS, dir string) (src *Source, err error) {
 	}()
 	single := path.Join(dir, SingleFile)
 	if _, statErr := fs.Stat(fsys, single); statErr == nil {
-		f, err := s.openFile(fsys, single)
-		if err != nil {
-			return nil, err
-		}
-		for _, n := range f.names {
-			s.where[n] = f
-		}
-		s.sortNames()
-		return s, nil
+		return OpenFSFile(fsys, single)
 	}
 	indexPath := path.Join(dir, IndexFile)
 	data, err := readSmallFile(fsys, indexPath, maxIndexSize)
