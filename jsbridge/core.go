@@ -134,6 +134,7 @@ func (c *Core) Export(parent context.Context, v js.Value) (*ExportResult, error)
 	if err != nil {
 		return nil, cancelled(ctx, err)
 	}
+	defer plan.Close()
 	if cw != nil {
 		key := plan.BaseManifest().Key
 		if has, _ := cache.Has(ctx, key); has {

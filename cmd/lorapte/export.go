@@ -107,6 +107,7 @@ func runExport(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer plan.Close()
 	var progress export.Progress
 	if !quiet && isTerminal(stderr) {
 		progress = terminalProgress(stderr, start)

@@ -141,13 +141,8 @@ func Export(ctx context.Context, req Request, w io.Writer, progress Progress) er
 	if err != nil {
 		return err
 	}
+	defer p.Close()
 	return p.Write(ctx, w, progress)
-}
-
-// loadModel reads config.json and the safetensors headers of the model.
-func loadModel(fsys fs.FS, dir string) (*hf.Config, *safetensors.Source, error) {
-	cfg, _, src, err := loadModelConfig(fsys, dir)
-	return cfg, src, err
 }
 
 func loadModelConfig(fsys fs.FS, dir string) (*hf.Config, []byte, *safetensors.Source, error) {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io/fs"
+	"lorapte/core/hf"
 	"math"
 	"os"
 	"path/filepath"
@@ -242,4 +244,10 @@ func TestGoldenFixture(t *testing.T) {
 			}
 		})
 	}
+}
+
+// loadModel reads config.json and the safetensors headers of the model.
+func loadModel(fsys fs.FS, dir string) (*hf.Config, *safetensors.Source, error) {
+	cfg, _, src, err := loadModelConfig(fsys, dir)
+	return cfg, src, err
 }

@@ -207,6 +207,17 @@ func metadataJSON(id string, fns []llama.Function) []byte {
 	return pte.EncodeMetadata(id, ms)
 }
 
+// Close releases the model and adapter files the plan reads from.
+func (p *Plan) Close() error {
+	err := p.base.Close()
+	for _, ad := range p.adapters {
+		if e := ad.Source.Close(); err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
 // Size is the size of the .pte in bytes.
 func (p *Plan) Size() int64 { return p.layout.Size() }
 
