@@ -131,3 +131,26 @@ func TestAdapterCostsOnlyItsBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestBreakdownAdapterNames: the size breakdown names adapters by their own
+// names in both modes, also when a name ends like a method suffix.
+func TestBreakdownAdapterNames(t *testing.T) {
+	root := os.DirFS("../..")
+	for _, mf := range []bool{false, true} {
+		o := DefaultOptions()
+		o.InputLen, o.MaxContextLen, o.Multifunction = 4, 12, mf
+		ads := []Adapter{{Name: "x_forward", FS: root, Path: "testdata/tiny-llama/adapters/attn"}}
+		data := exportBytes(t, "testdata/tiny-llama/model", ads, o)
+		rep, err := inspect.Inspect(bytes.NewReader(data), int64(len(data)), false)
+		require.NoError(t, err)
+		require.Equal(t, []string{"x_forward"}, keysOf(rep.Sizes.Adapters), "multifunction=%t", mf)
+	}
+}
+
+func keysOf(m map[string]int64) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}

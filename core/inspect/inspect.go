@@ -447,16 +447,25 @@ func describeModel(f *pte.File, m *Model, rep *Report, verify bool) error {
 }
 
 // adapterOf maps a method name to its adapter using the lora_methods
-// constant method ("" = base).
+// constant method ("" = base). With multifunction methods (the program has
+// a "prefill") an adapter's methods are NAME_forward and NAME_prefill;
+// otherwise the method is named like the adapter.
 func adapterOf(rep *Report) map[string]string {
 	out := map[string]string{}
+	mf := false
+	for _, m := range rep.Methods {
+		mf = mf || (m.Name == "prefill" && !m.Constant)
+	}
 	for _, m := range rep.Methods {
 		if m.Name != "lora_methods" {
 			continue
 		}
 		for _, v := range m.Values {
 			name, _ := v.(string)
-			a := strings.TrimSuffix(strings.TrimSuffix(name, "_forward"), "_prefill")
+			a := name
+			if mf {
+				a = strings.TrimSuffix(strings.TrimSuffix(name, "_forward"), "_prefill")
+			}
 			out[name] = a
 		}
 	}
