@@ -367,8 +367,7 @@ func decode16(dst []float32, src []byte, bf16, fp32 bool) bool {
 
 // Float16 quantization constants (as in package quant).
 const (
-	epsF16 = 1.0 / 1024      // torch.finfo(torch.float16).eps
-	magic  = 1.5 * (1 << 23) // adding and subtracting it rounds half to even
+	magic = 1.5 * (1 << 23) // adding and subtracting it rounds half to even
 )
 
 // quantizeF16Exact is quant.QuantizeRowsF16 for values that are already
@@ -392,7 +391,7 @@ func quantizeF16Exact(w []float32, rows, cols, g, bits int, codes []int8, scales
 				amax = max(amax, math.Float32bits(x)&0x7fffffff)
 			}
 			var inv float32
-			scales[r*per+b], inv = blockScale(math.Float32frombits(amax), div)
+			scales[r*per+b], inv = quant.ScaleF16(math.Float32frombits(amax), div)
 			out := codes[off : off+g]
 			for c, x := range blk {
 				out[c] = int8(code(x*inv, qmin, qmax))
@@ -407,16 +406,6 @@ func codeRange(bits int) (qmin, qmax int32, div float32) {
 		return -128, 127, 127.5
 	}
 	return -8, 7, 7.5
-}
-
-// blockScale is a block's float16 scale (as bits) and its float16
-// inverse, from the block's largest magnitude, as torch computes them.
-func blockScale(amax, div float32) (uint16, float32) {
-	scale := quant.RoundF16(amax / div)
-	if scale < epsF16 {
-		scale = epsF16
-	}
-	return quant.F32ToF16(scale), quant.RoundF16(1 / scale)
 }
 
 // code is clamp(round_half_even(float16(p))) for |p| ≲ 128 (see
@@ -613,7 +602,7 @@ func bf16BlockScale(s []byte, div float32) (scale uint16, inv float32, ok bool) 
 	if amax > 0x477f {
 		return 0, 0, false
 	}
-	scale, inv = blockScale(math.Float32frombits(uint32(amax)<<16), div)
+	scale, inv = quant.ScaleF16(math.Float32frombits(uint32(amax)<<16), div)
 	return scale, inv, true
 }
 

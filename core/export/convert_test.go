@@ -154,7 +154,7 @@ func TestCodeTableExhaustive(t *testing.T) {
 	for _, bits := range []int{4, 8} {
 		_, _, div := codeRange(bits)
 		for _, amax := range []float32{0, 1e-6, 0.0012, 0.07, 0.5, 3.5, 1000, 65280} {
-			_, inv := blockScale(amax, div)
+			_, inv := quant.ScaleF16(amax, div)
 			qmin, qmax, _ := codeRange(bits)
 			tbl := newCodeTable(nil, bits, inv)
 			for h := 0; h < 1<<16; h++ {

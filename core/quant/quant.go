@@ -147,6 +147,19 @@ func checkSizes(rows, cols, nw, ncodes, nscales, perRow int) error {
 	return nil
 }
 
+// ScaleF16 is torchao's float16 block scale for a block whose largest
+// magnitude is amax, with div = (qmax-qmin)/2: torch divides the fp16 amax
+// by the Python float in float arithmetic, rounds the quotient to fp16 and
+// floors it at fp16 eps. It returns the scale's bits and its fp16 inverse,
+// which the codes are computed with.
+func ScaleF16(amax, div float32) (bits uint16, inv float32) {
+	scale := RoundF16(amax / div)
+	if scale < epsF16 {
+		scale = epsF16
+	}
+	return F32ToF16(scale), RoundF16(1 / scale)
+}
+
 // QuantizeRowsF16 quantizes a rows×cols row-major matrix as torchao does on a
 // float16 tensor. w holds float32 values; they are first rounded to float16
 // (the export casts the model to fp16 before quantizing), so fp16-exact input
@@ -186,14 +199,8 @@ func QuantizeRowsF16(w []float32, rows, cols int, s Scheme, codes []int8, scales
 					amax = xr
 				}
 			}
-			// torch divides the fp16 amax by the Python float in float
-			// arithmetic and rounds the quotient to fp16.
-			scale := RoundF16(amax / div)
-			if scale < epsF16 {
-				scale = epsF16
-			}
-			scales[r*per+b] = F32ToF16(scale)
-			inv := RoundF16(1 / scale)
+			var inv float32
+			scales[r*per+b], inv = ScaleF16(amax, div)
 			out := codes[off : off+g]
 			for c, x := range blk {
 				if !exact {
