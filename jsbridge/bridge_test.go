@@ -139,6 +139,49 @@ func TestBlobReaderReadAhead(t *testing.T) {
 	require.Equal(t, 1, r.Calls())
 }
 
+// TestBlobReaderAnnouncedRanges reads two announced ranges (as the
+// converter reads two tensors in plan order, not file order) piece by
+// piece: the pieces are requested ahead, in order, across the ranges, and
+// every read returns the right bytes; a read that was not announced
+// drops the guesses and still reads correctly.
+func TestBlobReaderAnnouncedRanges(t *testing.T) {
+	data := randomBytes(1<<20, 11)
+	r := NewBlobReader(jsBlob(data), 64<<10)
+	type rng struct{ off, n, piece int }
+	ranges := []rng{{600 << 10, 300 << 10, 100 << 10}, {100 << 10, 250 << 10, 100 << 10}} // pieces 3 + 3 (last 50 KiB)
+	for _, g := range ranges {
+		r.ReadAhead(int64(g.off), int64(g.n), g.piece)
+	}
+	reads := 0
+	for gi, g := range ranges {
+		for o := g.off; o < g.off+g.n; o += g.piece {
+			n := min(g.piece, g.off+g.n-o)
+			buf := make([]byte, n)
+			_, err := r.ReadAt(buf, int64(o))
+			require.NoError(t, err)
+			require.Equal(t, data[o:o+n], buf, "range %d at %d", gi, o)
+			reads++
+			if reads == 1 {
+				require.Equal(t, 1+aheadReads, r.Calls(), "the first read requests the next pieces too")
+			}
+		}
+	}
+	require.Equal(t, 6, r.Calls(), "every piece requested once, none past the announced ranges")
+
+	// A read outside the guesses: still the right bytes, and nothing
+	// announced is left to read ahead.
+	r.ReadAhead(0, 300<<10, 100<<10)
+	buf := make([]byte, 100<<10)
+	_, err := r.ReadAt(buf, 0)
+	require.NoError(t, err)
+	_, err = r.ReadAt(buf, 700<<10)
+	require.NoError(t, err)
+	require.Equal(t, data[700<<10:800<<10], buf)
+	_, err = r.ReadAt(buf, 100<<10)
+	require.NoError(t, err)
+	require.Equal(t, data[100<<10:200<<10], buf)
+}
+
 func FuzzBlobReaderReadAt(f *testing.F) {
 	f.Add(uint64(1), uint16(100), int64(0), uint32(10))
 	f.Add(uint64(2), uint16(5000), int64(4090), uint32(4096))
@@ -256,11 +299,16 @@ func TestStreamWriter(t *testing.T) {
 	stream, chunks := collectingStream()
 	sw, err := NewStreamWriter(stream, 1000)
 	require.NoError(t, err)
-	data := randomBytes(4500, 6)
-	_, err = sw.Write(data[:2500])
+	data := randomBytes(6500, 6)
+	// streamInFlight buffers are handed on without waiting (the sink takes
+	// 1 ms per write); the next one waits for the first.
+	_, err = sw.Write(data[:streamInFlight*1000])
 	require.NoError(t, err)
-	require.Equal(t, 1, chunks.Length(), "one write in flight: the first has finished before the second starts")
-	_, err = sw.Write(data[2500:])
+	require.Equal(t, 0, chunks.Length(), "writes are handed on without waiting for the sink")
+	_, err = sw.Write(data[streamInFlight*1000 : (streamInFlight+1)*1000+500])
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, chunks.Length(), 1, "at most streamInFlight writes in flight: the first has finished before the next starts")
+	_, err = sw.Write(data[(streamInFlight+1)*1000+500:])
 	require.NoError(t, err)
 	require.NoError(t, sw.Close())
 	var got []byte

@@ -569,7 +569,7 @@ func maxChunks(size int64) int {
 //
 // The blobs are stored back to back in chunks of ChunkSize (the stream
 // layout). A chunk's transaction commits while the exporter converts the
-// next one (one in flight): IndexedDB writes in the browser's own threads,
+// next ones (up to cacheInFlight at once): IndexedDB writes in the browser's own threads,
 // so the export does not wait for the disk. Chunks are stored as Blobs, so
 // a re-export can join them to its output by reference; when the browser
 // cannot take a Blob ("Failed to write blobs", e.g. its blob memory is
@@ -589,12 +589,16 @@ type CacheWriter struct {
 	off     bool
 	stored  int64
 
-	stage    [2]js.Value // Uint8Array staging buffers, alternating
-	cur      int         // stage of the next chunk
-	inflight *flight
-	asBytes  bool // store Uint8Arrays instead of Blobs
+	stage    [cacheInFlight + 1]js.Value // Uint8Array staging buffers, taking turns
+	cur      int                         // stage of the next chunk
+	inflight []*flight                   // oldest first
+	asBytes  bool                        // store Uint8Arrays instead of Blobs
 	pins     pins
 }
+
+// cacheInFlight bounds the chunk transactions not yet committed: with one,
+// the exporter waited for the browser's storage a fifth of the time.
+const cacheInFlight = 3
 
 // flight is a chunk whose transaction may not have committed yet.
 type flight struct {
@@ -609,7 +613,7 @@ func (c *Cache) NewWriter(ctx context.Context) *CacheWriter {
 	var b [12]byte
 	rand.Read(b[:])
 	return &CacheWriter{c: c, ctx: ctx, session: hex.EncodeToString(b[:]), now: time.Now,
-		stage: [2]js.Value{js.Undefined(), js.Undefined()}}
+		stage: [cacheInFlight + 1]js.Value{js.Undefined(), js.Undefined(), js.Undefined(), js.Undefined()}}
 }
 
 // Disable drops everything from now on without error (the entry already
@@ -643,18 +647,21 @@ func (w *CacheWriter) WriteBlob(key string, chunk []byte) error {
 }
 
 // flush starts storing the buffered chunk (with a heartbeat of the
-// session) once the previous one has committed.
+// session) once fewer than cacheInFlight are in flight.
 func (w *CacheWriter) flush() {
 	if len(w.buf) == 0 || w.err != nil {
 		return
 	}
-	// The staging buffer not used by the chunk in flight.
+	// A staging buffer no chunk in flight uses.
 	if w.stage[w.cur].IsUndefined() {
 		w.stage[w.cur] = js.Global().Get("Uint8Array").New(ChunkSize)
 	}
 	bytes := w.stage[w.cur].Call("subarray", 0, len(w.buf))
 	js.CopyBytesToJS(bytes, w.buf)
-	if w.settle(); w.err != nil {
+	for len(w.inflight) >= cacheInFlight && w.err == nil {
+		w.settleOne()
+	}
+	if w.err != nil {
 		return
 	}
 	f, err := w.put(w.idx, bytes)
@@ -663,12 +670,12 @@ func (w *CacheWriter) flush() {
 	w.pins.add(len(w.buf))
 	w.buf = w.buf[:0]
 	w.idx++
-	w.cur ^= 1
+	w.cur = (w.cur + 1) % len(w.stage)
 	if err != nil {
 		w.fail(err)
 		return
 	}
-	w.inflight = f
+	w.inflight = append(w.inflight, f)
 }
 
 // put starts the transaction storing chunk idx. Blobs and Uint8Arrays are
@@ -699,14 +706,18 @@ func (w *CacheWriter) put(idx int, bytes js.Value) (*flight, error) {
 	return f, nil
 }
 
-// settle waits for the chunk in flight; a Blob the browser could not
-// store is stored again as bytes.
+// settle waits for every chunk in flight.
 func (w *CacheWriter) settle() {
-	f := w.inflight
-	if f == nil {
-		return
+	for len(w.inflight) > 0 && w.err == nil {
+		w.settleOne()
 	}
-	w.inflight = nil
+}
+
+// settleOne waits for the oldest chunk in flight; a Blob the browser could
+// not store is stored again as bytes.
+func (w *CacheWriter) settleOne() {
+	f := w.inflight[0]
+	w.inflight = w.inflight[1:]
 	err := <-f.done
 	if err != nil && !w.asBytes && strings.Contains(err.Error(), "Failed to write blobs") {
 		w.asBytes = true

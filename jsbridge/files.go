@@ -44,6 +44,77 @@ type BlobReader struct {
 	pre    js.Value // read ahead: Promise of the window at preOff, preLen bytes; undefined when none
 	preOff int64
 	preLen int
+
+	// Large reads (the converter's chunks) skip the window. The converter
+	// announces the ranges it will read next (ReadAhead), and the reader
+	// requests their pieces while the current one is converted.
+	ranges []aheadRange // announced pieces not yet requested, in read order
+	ahead  []aheadRead  // requested before they were asked for, in read order
+}
+
+// aheadRange is an announced range [off, end) read in pieces of piece bytes.
+type aheadRange struct {
+	off, end int64
+	piece    int
+}
+
+// aheadRead is a large read requested before it was asked for.
+type aheadRead struct {
+	off int64
+	n   int
+	p   js.Value
+}
+
+// aheadReads is how many large reads may be in flight ahead of the reader:
+// one read of the browser at a time does not keep up with the converter.
+const aheadReads = 3
+
+// maxRanges bounds the announced ranges kept (the converter announces one
+// job ahead).
+const maxRanges = 8
+
+// ReadAhead announces that [off, off+n) will be read next (after the ranges
+// announced before it), from start to end in pieces of piece bytes, so the
+// reader may request them early. It never reads ahead beyond announced
+// ranges: the converter reads tensors in plan order, not file order.
+func (r *BlobReader) ReadAhead(off, n int64, piece int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	end := min(off+n, r.size)
+	if piece < minRead || off < 0 || off >= end || r.size <= r.whole {
+		return // small pieces and whole-read files gain nothing
+	}
+	if len(r.ranges) >= maxRanges {
+		r.ranges = r.ranges[1:]
+	}
+	r.ranges = append(r.ranges, aheadRange{off, end, piece})
+}
+
+// nextPiece takes the next announced piece to request.
+func (r *BlobReader) nextPiece() (int64, int, bool) {
+	for len(r.ranges) > 0 {
+		g := &r.ranges[0]
+		if g.off < g.end {
+			n := int(min(int64(g.piece), g.end-g.off))
+			off := g.off
+			g.off += int64(n)
+			return off, n, true
+		}
+		r.ranges = r.ranges[1:]
+	}
+	return 0, 0, false
+}
+
+// skipTo drops the announced pieces before a read at off that was not
+// requested ahead, when off lies in an announced range.
+func (r *BlobReader) skipTo(off int64, n int) {
+	for i, g := range r.ranges {
+		if off >= g.off && off < g.end {
+			r.ranges = r.ranges[i:]
+			r.ranges[0].off = min(off+int64(n), g.end)
+			return
+		}
+	}
 }
 
 // NewBlobReader reads blob with a read-ahead window of the given size
@@ -81,6 +152,18 @@ func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
 	short := false
 	if rest := r.size - off; int64(len(p)) > rest {
 		want, short = p[:rest], true
+	}
+	if len(r.ahead) > 0 && r.ahead[0].off == off && r.ahead[0].n == len(want) {
+		// Requested ahead: whatever its size, the read is waiting for us.
+		defer r.mu.Unlock()
+		r.lastEnd = off + int64(len(want))
+		if err := r.direct(want, off); err != nil {
+			return 0, err
+		}
+		if short {
+			return len(want), io.EOF
+		}
+		return len(want), nil
 	}
 	inWindow := off >= r.bufOff && off+int64(len(want)) <= r.bufOff+int64(len(r.buf))
 	sequential := off == r.lastEnd || (off >= r.bufOff && off < r.bufOff+int64(len(r.buf)))
@@ -122,7 +205,7 @@ func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
 		} else if rest >= r.window {
 			// Large reads skip the window: no copy, no eviction.
 			k := min(rest, maxDirectRead)
-			if err := r.readJS(want[n:n+k], o); err != nil {
+			if err := r.direct(want[n:n+k], o); err != nil {
 				return n, err
 			}
 			n += k
@@ -152,6 +235,38 @@ func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// direct reads dst at off without the window: from a read requested
+// ahead when there is one; then it requests the next announced pieces.
+func (r *BlobReader) direct(dst []byte, off int64) error {
+	var p js.Value
+	if len(r.ahead) > 0 && r.ahead[0].off == off && r.ahead[0].n == len(dst) {
+		p = r.ahead[0].p
+		r.ahead = r.ahead[1:]
+	} else {
+		if len(r.ahead) > 0 {
+			// The guess was wrong: start again from this read.
+			r.ahead = nil
+		}
+		r.skipTo(off, len(dst))
+		var err error
+		if p, err = r.request(off, len(dst)); err != nil {
+			return err
+		}
+	}
+	for len(r.ahead) < aheadReads {
+		o, n, ok := r.nextPiece()
+		if !ok {
+			break
+		}
+		pr, err := r.request(o, n)
+		if err != nil {
+			break // read in line when needed
+		}
+		r.ahead = append(r.ahead, aheadRead{o, n, pr})
+	}
+	return r.await(dst, p, off)
 }
 
 // fill loads the window at off, from the prefetched read when it is that one.
@@ -333,6 +448,9 @@ func (f *file) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return n, err
 }
+
+// ReadAhead passes the converter's hint on (see BlobReader.ReadAhead).
+func (f *file) ReadAhead(off, n int64, piece int) { f.r.ReadAhead(off, n, piece) }
 
 func (f *file) Seek(offset int64, whence int) (int64, error) {
 	switch whence {

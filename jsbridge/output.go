@@ -123,7 +123,7 @@ type StreamWriter struct {
 	w       js.Value // WritableStreamDefaultWriter
 	blobs   bool     // the sink takes Blob chunks (a FileSystemWritableFileStream)
 	buf     []byte
-	pending js.Value // Promise of the write in flight; undefined when none
+	pending []js.Value // Promises of the writes in flight, oldest first
 	err     error
 	pins    pins
 
@@ -134,9 +134,13 @@ type StreamWriter struct {
 	stage  js.Value // Uint8Array for the Blob constructor (which copies)
 	parts  js.Value // Array of Blobs not yet written
 	partsN int64
-	turns  [2]js.Value // Uint8Arrays for direct writes, taking turns
+	turns  [streamInFlight + 1]js.Value // Uint8Arrays for direct writes, taking turns
 	turn   int
 }
+
+// streamInFlight bounds the writes handed to the stream and not yet done:
+// with one, the exporter waited for the browser's file writes.
+const streamInFlight = 3
 
 // gatherBytes is how much output a file stream's write carries at least.
 const gatherBytes = 32 << 20
@@ -159,9 +163,12 @@ func NewStreamWriter(stream js.Value, bufSize int) (*StreamWriter, error) {
 	}
 	fsw := js.Global().Get("FileSystemWritableFileStream")
 	blobs := fsw.Type() == js.TypeFunction && stream.InstanceOf(fsw)
-	return &StreamWriter{stream: s, w: w, blobs: blobs, buf: make([]byte, 0, bufSize),
-		pending: js.Undefined(), stage: js.Undefined(), parts: js.Global().Get("Array").New(),
-		turns: [2]js.Value{js.Undefined(), js.Undefined()}}, nil
+	sw := &StreamWriter{stream: s, w: w, blobs: blobs, buf: make([]byte, 0, bufSize),
+		stage: js.Undefined(), parts: js.Global().Get("Array").New()}
+	for i := range sw.turns {
+		sw.turns[i] = js.Undefined()
+	}
+	return sw, nil
 }
 
 // WriteRef appends a Blob by reference (export.RefWriter) without copying
@@ -290,22 +297,23 @@ func (s *StreamWriter) flush() error {
 		s.pins.add(n)
 		return s.gather(js.Global().Get("Blob").New([]any{chunk}), int64(n))
 	}
-	// A file stream has taken the bytes once its write resolves, so two
-	// arrays take turns; other sinks may keep their chunks.
+	// A file stream has taken the bytes once its write resolves, so the
+	// arrays take turns (one more than writes in flight); other sinks may
+	// keep their chunks.
 	var chunk js.Value
 	if s.blobs {
 		if s.turns[s.turn].IsUndefined() {
 			s.turns[s.turn] = js.Global().Get("Uint8Array").New(cap(s.buf))
 		}
 		chunk = s.turns[s.turn].Call("subarray", 0, n)
-		s.turn ^= 1
+		s.turn = (s.turn + 1) % len(s.turns)
 	} else {
 		chunk = js.Global().Get("Uint8Array").New(n)
 	}
 	js.CopyBytesToJS(chunk, s.buf)
 	s.pins.add(n)
 	s.buf = s.buf[:0]
-	if err := s.wait(); err != nil {
+	if err := s.waitBelow(streamInFlight); err != nil {
 		return err
 	}
 	p, err := call(s.w, "write", chunk)
@@ -313,7 +321,7 @@ func (s *StreamWriter) flush() error {
 		s.err = fmt.Errorf("writing the output: %w", err)
 		return s.err
 	}
-	s.pending = p
+	s.pending = append(s.pending, p)
 	return nil
 }
 
@@ -336,7 +344,7 @@ func (s *StreamWriter) writeParts() error {
 	blob := js.Global().Get("Blob").New(s.parts)
 	s.parts = js.Global().Get("Array").New()
 	s.partsN = 0
-	if err := s.wait(); err != nil {
+	if err := s.waitBelow(streamInFlight); err != nil {
 		return err
 	}
 	p, err := call(s.w, "write", blob)
@@ -344,19 +352,21 @@ func (s *StreamWriter) writeParts() error {
 		s.err = fmt.Errorf("writing the output: %w", err)
 		return s.err
 	}
-	s.pending = p
+	s.pending = append(s.pending, p)
 	return nil
 }
 
-// wait awaits the write in flight.
-func (s *StreamWriter) wait() error {
-	if s.pending.IsUndefined() {
-		return s.err
-	}
-	p := s.pending
-	s.pending = js.Undefined()
-	if _, err := Await(p); err != nil && s.err == nil {
-		s.err = fmt.Errorf("writing the output: %w", err)
+// wait awaits every write in flight.
+func (s *StreamWriter) wait() error { return s.waitBelow(1) }
+
+// waitBelow awaits the oldest writes until fewer than n are in flight.
+func (s *StreamWriter) waitBelow(n int) error {
+	for len(s.pending) >= n && len(s.pending) > 0 {
+		p := s.pending[0]
+		s.pending = s.pending[1:]
+		if _, err := Await(p); err != nil && s.err == nil {
+			s.err = fmt.Errorf("writing the output: %w", err)
+		}
 	}
 	return s.err
 }

@@ -15,7 +15,7 @@ import "runtime"
 // next await.
 type pins struct{ n int64 }
 
-const gcAfter = 128 << 20
+const gcAfter = 256 << 20
 
 func (p *pins) add(n int) {
 	p.n += int64(n)

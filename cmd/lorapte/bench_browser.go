@@ -114,6 +114,9 @@ func (b *browserBench) run(dir string, native benchResult, runs int, keep bool, 
 		Model:   []string{filepath.Join(dir, "model", "config.json"), filepath.Join(dir, "model", "model.safetensors")},
 		New:     adapter(newAdapterName),
 		Options: map[string]any{"multifunction": true},
+		// A DevTools CPU profile of the page during the first full export,
+		// for finding where the browser's time goes.
+		CPUProfile: os.Getenv("LORAPTE_BENCH_CPUPROFILE"),
 	}
 	for _, a := range benchAdapters {
 		cfg.Adapters = append(cfg.Adapters, adapter(a))

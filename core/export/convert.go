@@ -118,7 +118,7 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 	// Chunks are whole multiples of the reference loop's, so errors can be
 	// reproduced chunk by chunk; larger ones mean fewer hand-offs between
 	// goroutines.
-	step := min(chunkRows(j.cols)*chunksPerBatch, j.rows)
+	step := batchRows(j)
 	workers := e.workerCount()
 	if j.rows*j.cols < minParallel {
 		workers = 1
@@ -216,6 +216,38 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 		return write(j.scaleKey, scaleBytes(sc16, sc32, e.fp32))
 	}
 	return nil
+}
+
+// batchRows is how many rows of j the fast path converts at once.
+func batchRows(j *job) int { return min(chunkRows(j.cols)*chunksPerBatch, j.rows) }
+
+// readAheader is a file that can fetch the next pieces of a sequential
+// read early (the browser's files: each read is a round trip to the page).
+type readAheader interface{ ReadAhead(off, n int64, piece int) }
+
+// announce tells j's file which bytes the fast path will read for j and in
+// which pieces, so that a browser file can request them before they are
+// needed. Jobs are announced one ahead, so the next tensor's first piece
+// is on its way while the current one is converted.
+func (e *encoder) announce(j *job) {
+	if e.reference || (e.cacheIn != nil && e.base != nil && j.src == e.base) {
+		return // not read through the fast path
+	}
+	info, ok := j.src.Info(j.tensor)
+	if !ok || !info.DType.IsFloat() || j.vector {
+		return
+	}
+	raw, err := j.src.Raw(j.tensor)
+	if err != nil {
+		return
+	}
+	ra, off, _ := raw.Outer()
+	h, ok := ra.(readAheader)
+	if !ok {
+		return
+	}
+	row := int64(j.cols) * int64(info.DType.Size())
+	h.ReadAhead(off+int64(j.row0)*row, int64(j.rows)*row, batchRows(j)*int(row))
 }
 
 func scaleBytes(sc16 []uint16, sc32 []float32, fp32 bool) []byte {

@@ -162,6 +162,10 @@ func (p *Plan) planPart(index int, kind llama.Part) (*part, error) {
 	if err := w.blobs.Err(); err != nil {
 		return nil, err
 	}
+	// The MIL graph is not needed once marshalled; dropping it keeps the
+	// heap small, and in the browser every forced collection (jsbridge's
+	// pins) scans what is left.
+	w.vars = nil
 	model, err := prog.Model(fns[0].Method)
 	if err != nil {
 		return nil, fmt.Errorf("partition %s: %w", kind, err)

@@ -289,7 +289,13 @@ type encoder struct {
 
 // encode writes every job of the plan to bw in plan order.
 func (e *encoder) encode(w *weightPlan, bw *milblob.Writer) error {
-	for _, j := range w.jobs {
+	for k, j := range w.jobs {
+		if k == 0 {
+			e.announce(j)
+		}
+		if k+1 < len(w.jobs) {
+			e.announce(w.jobs[k+1])
+		}
 		if err := e.encodeJob(j, bw); err != nil {
 			return err
 		}

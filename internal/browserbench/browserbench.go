@@ -40,6 +40,7 @@ import (
 
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/profiler"
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
@@ -65,6 +66,9 @@ type Config struct {
 	Timeout  time.Duration // for everything (default 1 h)
 	Log      io.Writer     // progress lines; nil for none
 	Digest   bool          // hash each output after timing it (small models: the output is read into memory)
+	// CPUProfile, when set, receives the page's CPU profile (JS and wasm
+	// frames, DevTools' .cpuprofile JSON) of the first full export.
+	CPUProfile string
 }
 
 // Export is one measured export.
@@ -341,9 +345,33 @@ func allFiles(cfg Config) []string {
 }
 
 type harness struct {
-	ctx context.Context
-	url string
-	cfg Config
+	ctx      context.Context
+	url      string
+	cfg      Config
+	profiled bool
+}
+
+func (h *harness) startProfile() error {
+	if _, err := chromedp.Call(h.ctx, profiler.Enable, cdp.Empty{}); err != nil {
+		return err
+	}
+	if _, err := chromedp.Call(h.ctx, profiler.SetSamplingInterval, profiler.SetSamplingIntervalParams{Interval: 500}); err != nil {
+		return err
+	}
+	_, err := chromedp.Call(h.ctx, profiler.Start, cdp.Empty{})
+	return err
+}
+
+func (h *harness) stopProfile(file string) error {
+	res, err := chromedp.Call(h.ctx, profiler.Stop, cdp.Empty{})
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(res.Profile)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, b, 0o644)
 }
 
 // load opens the harness page afresh (a new wasm instance) and hands it the
@@ -404,9 +432,21 @@ func (h *harness) run() (*Result, error) {
 	if _, err := h.eval(`benchClearCache()`); err != nil {
 		return nil, fmt.Errorf("clearing the base cache: %w", err)
 	}
+	profile := cfg.CPUProfile != "" && !h.profiled
+	if profile {
+		if err := h.startProfile(); err != nil {
+			return nil, err
+		}
+	}
 	r, err := h.export(spec)
 	if err != nil {
 		return nil, fmt.Errorf("full export in the browser: %w", err)
+	}
+	if profile {
+		h.profiled = true
+		if err := h.stopProfile(cfg.CPUProfile); err != nil {
+			return nil, err
+		}
 	}
 	if r.BaseID == "" {
 		return nil, fmt.Errorf("full export in the browser: the base was not cached: %s", strings.Join(r.Notices, "; "))

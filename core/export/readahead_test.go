@@ -1,0 +1,145 @@
+package export
+
+import (
+	"context"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"lorapte/core/safetensors"
+	"lorapte/internal/benchgen"
+)
+
+// aheadFS wraps an fs.FS so that its files take read-ahead announcements
+// (as the browser's files do) and record them beside the reads.
+type aheadFS struct {
+	fs.FS
+	mu     sync.Mutex
+	pieces map[string][][2]int64 // file → announced pieces (offset, size), in order
+	reads  map[string][][2]int64 // file → reads (offset, size), in order
+}
+
+type aheadFile struct {
+	fs.File
+	name string
+	fsys *aheadFS
+}
+
+func (a *aheadFS) Open(name string) (fs.File, error) {
+	f, err := a.FS.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	return &aheadFile{File: f, name: name, fsys: a}, nil
+}
+
+func (f *aheadFile) ReadAt(p []byte, off int64) (int, error) {
+	f.fsys.mu.Lock()
+	f.fsys.reads[f.name] = append(f.fsys.reads[f.name], [2]int64{off, int64(len(p))})
+	f.fsys.mu.Unlock()
+	return f.File.(io.ReaderAt).ReadAt(p, off)
+}
+
+func (f *aheadFile) ReadAhead(off, n int64, piece int) {
+	f.fsys.mu.Lock()
+	defer f.fsys.mu.Unlock()
+	for o := off; o < off+n; o += int64(piece) {
+		f.fsys.pieces[f.name] = append(f.fsys.pieces[f.name], [2]int64{o, min(int64(piece), off+n-o)})
+	}
+}
+
+// TestReadAheadAnnouncesTheReads: with one worker (the browser), every
+// tensor the fast path converts is announced before it is read, in the
+// order and in the pieces it is then read.
+func TestReadAheadAnnouncesTheReads(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	dir := t.TempDir()
+	// A 8192×256 embedding: two pieces of 4096 rows each.
+	s := benchgen.Shape{Key: "ra", Name: "ra", Hidden: 256, Intermediate: 512, Layers: 2, Heads: 4, KVHeads: 2,
+		Vocab: 8192, RopeTheta: 10000, MaxPositions: 2048, RMSEps: 1e-5}
+	_, err := benchgen.WriteModel(filepath.Join(dir, "model"), s, safetensors.BF16)
+	require.NoError(t, err)
+	for _, o := range []Options{DefaultOptions(), func() Options {
+		o := DefaultOptions()
+		o.EmbeddingQuantize, o.LinearQuantize = "none", "none"
+		return o
+	}()} {
+		o.InputLen, o.MaxContextLen = 4, 16
+		fsys := &aheadFS{FS: os.DirFS(dir), pieces: map[string][][2]int64{}, reads: map[string][][2]int64{}}
+		require.NoError(t, Export(context.Background(), Request{FS: fsys, ModelDir: "model", Options: o}, io.Discard, nil))
+		file := "model/model.safetensors"
+		pieces := fsys.pieces[file]
+		require.NotEmpty(t, pieces)
+		// Every announced piece is read, in order; other reads (header,
+		// digest samples, vectors) may come between them.
+		next := 0
+		for _, r := range fsys.reads[file] {
+			if next < len(pieces) && r == pieces[next] {
+				next++
+			}
+		}
+		require.Equal(t, len(pieces), next, "announced pieces read in order (%d of %d)", next, len(pieces))
+		require.GreaterOrEqual(t, len(pieces), s.Layers*7+2, "every projection and the embedding announced")
+	}
+}
+
+// TestAdapterDigestSeesTheWeights: adapters are fingerprinted by samples
+// (every 64 KiB of each tensor and its last 4 KiB), and a change to the
+// weights there gives other Core ML identifiers (the device's compile-cache
+// key), while the same files give the same ones.
+func TestAdapterDigestSeesTheWeights(t *testing.T) {
+	dir := t.TempDir()
+	s := benchgen.Shape{Key: "dg", Name: "dg", Hidden: 256, Intermediate: 512, Layers: 1, Heads: 4, KVHeads: 2,
+		Vocab: 1024, RopeTheta: 10000, MaxPositions: 2048, RMSEps: 1e-5}
+	_, err := benchgen.WriteModel(filepath.Join(dir, "model"), s, safetensors.BF16)
+	require.NoError(t, err)
+	_, err = benchgen.WriteAdapter(filepath.Join(dir, "ad"), s, "ad", benchgen.DefaultAdapter())
+	require.NoError(t, err)
+	ids := func() []string {
+		o := DefaultOptions()
+		o.InputLen, o.MaxContextLen = 4, 16
+		fsys := os.DirFS(dir)
+		p, err := NewPlan(Request{FS: fsys, ModelDir: "model", Options: o, Adapters: []Adapter{{Name: "ad", FS: fsys, Path: "ad"}}})
+		require.NoError(t, err)
+		defer p.Close()
+		var out []string
+		for _, pp := range p.parts {
+			out = append(out, pp.identifier)
+		}
+		return out
+	}
+	first := ids()
+	require.Equal(t, first, ids())
+
+	// Change one weight: the last element of one tensor's data.
+	file := filepath.Join(dir, "ad", "adapter_model.safetensors")
+	f, err := os.OpenFile(file, os.O_RDWR, 0)
+	require.NoError(t, err)
+	fi, err := f.Stat()
+	require.NoError(t, err)
+	st, err := safetensors.Open(file, f, fi.Size())
+	require.NoError(t, err)
+	info, ok := st.Info(st.Names()[0])
+	require.True(t, ok)
+	b := make([]byte, 1)
+	at := info.Offset + info.Bytes - 2
+	_, err = f.ReadAt(b, at)
+	require.NoError(t, err)
+	b[0] ^= 0x40
+	_, err = f.WriteAt(b, at)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	changed := ids()
+	for i := range first {
+		if i < len(changed) && first[i] != changed[i] {
+			return
+		}
+	}
+	t.Fatalf("identifiers did not change with the adapter's weights: %v", changed)
+}
