@@ -139,47 +139,41 @@ func TestBlobReaderReadAhead(t *testing.T) {
 	require.Equal(t, 1, r.Calls())
 }
 
-// TestBlobReaderAnnouncedRanges reads two announced ranges (as the
-// converter reads two tensors in plan order, not file order) piece by
-// piece: the pieces are requested ahead, in order, across the ranges, and
-// every read returns the right bytes; a read that was not announced
-// drops the guesses and still reads correctly.
-func TestBlobReaderAnnouncedRanges(t *testing.T) {
+// TestBlobReaderAnnouncedReads announces the pieces of two ranges (as the
+// converter reads two tensors in plan order, not file order) and reads
+// them: the pieces are requested ahead, in order, across the ranges, each
+// once, and every read returns the right bytes, also when the pieces of a
+// batch are read out of order (parallel conversions); a read that was not
+// announced is read in line.
+func TestBlobReaderAnnouncedReads(t *testing.T) {
 	data := randomBytes(1<<20, 11)
 	r := NewBlobReader(jsBlob(data), 64<<10)
-	type rng struct{ off, n, piece int }
-	ranges := []rng{{600 << 10, 300 << 10, 100 << 10}, {100 << 10, 250 << 10, 100 << 10}} // pieces 3 + 3 (last 50 KiB)
-	for _, g := range ranges {
-		r.ReadAhead(int64(g.off), int64(g.n), g.piece)
-	}
-	reads := 0
-	for gi, g := range ranges {
-		for o := g.off; o < g.off+g.n; o += g.piece {
-			n := min(g.piece, g.off+g.n-o)
-			buf := make([]byte, n)
-			_, err := r.ReadAt(buf, int64(o))
-			require.NoError(t, err)
-			require.Equal(t, data[o:o+n], buf, "range %d at %d", gi, o)
-			reads++
-			if reads == 1 {
-				require.Equal(t, 1+aheadReads, r.Calls(), "the first read requests the next pieces too")
-			}
+	var pieces [][2]int64
+	for _, g := range [][3]int64{{600 << 10, 300 << 10, 100 << 10}, {100 << 10, 250 << 10, 100 << 10}} {
+		for o := g[0]; o < g[0]+g[1]; o += g[2] {
+			pieces = append(pieces, [2]int64{o, min(g[2], g[0]+g[1]-o)})
 		}
 	}
-	require.Equal(t, 6, r.Calls(), "every piece requested once, none past the announced ranges")
+	require.Len(t, pieces, 6)
+	r.ReadAhead(pieces)
+	order := []int{0, 2, 1, 3, 5, 4} // batches of two read in either order
+	for i, k := range order {
+		p := pieces[k]
+		buf := make([]byte, p[1])
+		_, err := r.ReadAt(buf, p[0])
+		require.NoError(t, err)
+		require.Equal(t, data[p[0]:p[0]+p[1]], buf, "piece %d", k)
+		if i == 0 {
+			require.Equal(t, 1+aheadReads, r.Calls(), "the first read requests the next pieces too")
+		}
+	}
+	require.Equal(t, len(pieces), r.Calls(), "every piece requested once, none past the announced ones")
 
-	// A read outside the guesses: still the right bytes, and nothing
-	// announced is left to read ahead.
-	r.ReadAhead(0, 300<<10, 100<<10)
 	buf := make([]byte, 100<<10)
-	_, err := r.ReadAt(buf, 0)
+	_, err := r.ReadAt(buf, 123)
 	require.NoError(t, err)
-	_, err = r.ReadAt(buf, 700<<10)
-	require.NoError(t, err)
-	require.Equal(t, data[700<<10:800<<10], buf)
-	_, err = r.ReadAt(buf, 100<<10)
-	require.NoError(t, err)
-	require.Equal(t, data[100<<10:200<<10], buf)
+	require.Equal(t, data[123:123+len(buf)], buf)
+	require.Equal(t, len(pieces)+1, r.Calls())
 }
 
 func FuzzBlobReaderReadAt(f *testing.F) {

@@ -27,6 +27,7 @@ type Core struct {
 
 	mu    sync.Mutex
 	cache *Cache
+	pool  *Pool // the page's conversion workers (setPool); nil: convert here
 }
 
 // NewCore returns a Core with default buffer sizes.
@@ -109,6 +110,13 @@ func (c *Core) Export(parent context.Context, v js.Value) (*ExportResult, error)
 	progress("read", 0, 0)
 
 	xr := export.Request{Adapters: req.adapters, Options: req.options}
+	if c.pool != nil {
+		for _, f := range req.files {
+			f.SetPool(c.pool)
+		}
+		xr.Workers = c.pool.Size()
+		defer c.pool.clear()
+	}
 	var cache *Cache
 	if req.base != "" {
 		if cache, err = c.openCache(ctx); err != nil {
@@ -299,6 +307,7 @@ func (c *Core) DeleteCachedBase(ctx context.Context, id string) error {
 //	validateAdapterName(name, multifunction, others) → null | message (synchronous)
 //	defaults() → the CLI's export options
 //	memStats() → {sys, heapSys, heapInuse} of the Go runtime (synchronous; benchmarks)
+//	setPool(pool | null) → null | message: the workers that convert pieces (worker.go)
 func (c *Core) Register(global js.Value, name string) {
 	ctx := context.Background()
 	api := map[string]any{
@@ -347,6 +356,14 @@ func (c *Core) Register(global js.Value, name string) {
 		}),
 		"memStats": js.FuncOf(func(js.Value, []js.Value) any {
 			return memStats()
+		}),
+		"setPool": js.FuncOf(func(_ js.Value, args []js.Value) any {
+			p, err := NewPool(arg(args, 0))
+			if err != nil {
+				return err.Error()
+			}
+			c.pool = p
+			return nil
 		}),
 	}
 	global.Set(name, js.ValueOf(api))

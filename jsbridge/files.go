@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall/js"
 	"time"
+
+	"lorapte/core/export"
 )
 
 // Read-ahead: sequential reads are served from one window per file, so the
@@ -45,76 +47,98 @@ type BlobReader struct {
 	preOff int64
 	preLen int
 
-	// Large reads (the converter's chunks) skip the window. The converter
-	// announces the ranges it will read next (ReadAhead), and the reader
-	// requests their pieces while the current one is converted.
-	ranges []aheadRange // announced pieces not yet requested, in read order
-	ahead  []aheadRead  // requested before they were asked for, in read order
+	// The converter announces the pieces it will read next (ReadAhead);
+	// the reader requests them while the current ones are converted.
+	pieces []aheadPiece // announced, not yet requested, in read order
+	ahead  []aheadPiece // requested before they were asked for, in read order
+	// fetch requests an announced piece; nil: read it here (request).
+	// Pooled files have a worker fetch it (Pool.fetch).
+	fetch func(off int64, n int) (js.Value, error)
 }
 
-// aheadRange is an announced range [off, end) read in pieces of piece bytes.
-type aheadRange struct {
-	off, end int64
-	piece    int
-}
-
-// aheadRead is a large read requested before it was asked for.
-type aheadRead struct {
+// aheadPiece is an announced read: its Promise once requested.
+type aheadPiece struct {
 	off int64
 	n   int
 	p   js.Value
 }
 
-// aheadReads is how many large reads may be in flight ahead of the reader:
-// one read of the browser at a time does not keep up with the converter.
-const aheadReads = 3
+// aheadReads is how many announced reads may be in flight ahead of the
+// reader: one read of the browser at a time does not keep up with the
+// converter.
+const aheadReads = 4
 
-// maxRanges bounds the announced ranges kept (the converter announces one
-// job ahead).
-const maxRanges = 8
+// maxPieces bounds the announced pieces kept (the converter announces one
+// tensor ahead; a 128256×2048 embedding is ~130 pieces).
+const maxPieces = 4096
 
-// ReadAhead announces that [off, off+n) will be read next (after the ranges
-// announced before it), from start to end in pieces of piece bytes, so the
-// reader may request them early. It never reads ahead beyond announced
-// ranges: the converter reads tensors in plan order, not file order.
-func (r *BlobReader) ReadAhead(off, n int64, piece int) {
+// ReadAhead announces reads (offset, size) that will follow the ones
+// announced before, in this order, so the reader may request them early.
+// It never reads ahead beyond what was announced: the converter reads
+// tensors in plan order, not file order.
+func (r *BlobReader) ReadAhead(pieces [][2]int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	end := min(off+n, r.size)
-	if piece < minRead || off < 0 || off >= end || r.size <= r.whole {
-		return // small pieces and whole-read files gain nothing
+	if r.size <= r.whole {
+		return // read whole anyway
 	}
-	if len(r.ranges) >= maxRanges {
-		r.ranges = r.ranges[1:]
-	}
-	r.ranges = append(r.ranges, aheadRange{off, end, piece})
-}
-
-// nextPiece takes the next announced piece to request.
-func (r *BlobReader) nextPiece() (int64, int, bool) {
-	for len(r.ranges) > 0 {
-		g := &r.ranges[0]
-		if g.off < g.end {
-			n := int(min(int64(g.piece), g.end-g.off))
-			off := g.off
-			g.off += int64(n)
-			return off, n, true
+	for _, p := range pieces {
+		if p[0] < 0 || p[1] < minRead || p[0]+p[1] > r.size || p[1] > maxDirectRead {
+			continue // small reads gain nothing
 		}
-		r.ranges = r.ranges[1:]
-	}
-	return 0, 0, false
-}
-
-// skipTo drops the announced pieces before a read at off that was not
-// requested ahead, when off lies in an announced range.
-func (r *BlobReader) skipTo(off int64, n int) {
-	for i, g := range r.ranges {
-		if off >= g.off && off < g.end {
-			r.ranges = r.ranges[i:]
-			r.ranges[0].off = min(off+int64(n), g.end)
+		if len(r.pieces) >= maxPieces {
 			return
 		}
+		r.pieces = append(r.pieces, aheadPiece{off: p[0], n: int(p[1])})
 	}
+}
+
+// takeAhead returns the request of an announced read of n bytes at off,
+// requesting it now if it was not yet, and requests the next announced
+// ones; ok is false if the read was not announced. r.mu is held.
+func (r *BlobReader) takeAhead(off int64, n int) (p js.Value, ok bool, err error) {
+	for i, a := range r.ahead {
+		if a.off == off && a.n == n {
+			r.ahead = append(r.ahead[:i], r.ahead[i+1:]...)
+			p, ok = a.p, true
+			break
+		}
+	}
+	if !ok {
+		for i, a := range r.pieces {
+			if a.off == off && a.n == n {
+				// Announced but not yet requested: the ones before it are
+				// skipped (the converter moved on).
+				r.pieces = r.pieces[i+1:]
+				if p, err = r.fetchPiece(off, n); err != nil {
+					return js.Value{}, false, err
+				}
+				ok = true
+				break
+			}
+		}
+	}
+	if !ok {
+		return js.Value{}, false, nil
+	}
+	for len(r.ahead) < aheadReads && len(r.pieces) > 0 {
+		a := r.pieces[0]
+		r.pieces = r.pieces[1:]
+		var err error
+		if a.p, err = r.fetchPiece(a.off, a.n); err != nil {
+			break // read in line when needed
+		}
+		r.ahead = append(r.ahead, a)
+	}
+	return p, true, nil
+}
+
+func (r *BlobReader) fetchPiece(off int64, n int) (js.Value, error) {
+	if r.fetch != nil {
+		r.calls++
+		return r.fetch(off, n)
+	}
+	return r.request(off, n)
 }
 
 // NewBlobReader reads blob with a read-ahead window of the given size
@@ -153,13 +177,21 @@ func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
 	if rest := r.size - off; int64(len(p)) > rest {
 		want, short = p[:rest], true
 	}
-	if len(r.ahead) > 0 && r.ahead[0].off == off && r.ahead[0].n == len(want) {
-		// Requested ahead: whatever its size, the read is waiting for us.
-		defer r.mu.Unlock()
+	if r.fetch != nil {
+		// Announced pieces are fetched by workers; reads here are others.
+	} else if p, ok, err := r.takeAhead(off, len(want)); ok || err != nil {
+		// Announced: the read is (or now is) on its way, whatever its size.
 		r.lastEnd = off + int64(len(want))
-		if err := r.direct(want, off); err != nil {
+		r.mu.Unlock()
+		if err == nil {
+			err = awaitInto(want, p, off)
+		}
+		if err != nil {
 			return 0, err
 		}
+		r.mu.Lock()
+		r.pins.add(len(want))
+		r.mu.Unlock()
 		if short {
 			return len(want), io.EOF
 		}
@@ -205,7 +237,7 @@ func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
 		} else if rest >= r.window {
 			// Large reads skip the window: no copy, no eviction.
 			k := min(rest, maxDirectRead)
-			if err := r.direct(want[n:n+k], o); err != nil {
+			if err := r.readJS(want[n:n+k], o); err != nil {
 				return n, err
 			}
 			n += k
@@ -235,38 +267,6 @@ func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
-}
-
-// direct reads dst at off without the window: from a read requested
-// ahead when there is one; then it requests the next announced pieces.
-func (r *BlobReader) direct(dst []byte, off int64) error {
-	var p js.Value
-	if len(r.ahead) > 0 && r.ahead[0].off == off && r.ahead[0].n == len(dst) {
-		p = r.ahead[0].p
-		r.ahead = r.ahead[1:]
-	} else {
-		if len(r.ahead) > 0 {
-			// The guess was wrong: start again from this read.
-			r.ahead = nil
-		}
-		r.skipTo(off, len(dst))
-		var err error
-		if p, err = r.request(off, len(dst)); err != nil {
-			return err
-		}
-	}
-	for len(r.ahead) < aheadReads {
-		o, n, ok := r.nextPiece()
-		if !ok {
-			break
-		}
-		pr, err := r.request(o, n)
-		if err != nil {
-			break // read in line when needed
-		}
-		r.ahead = append(r.ahead, aheadRead{o, n, pr})
-	}
-	return r.await(dst, p, off)
 }
 
 // fill loads the window at off, from the prefetched read when it is that one.
@@ -347,7 +347,11 @@ type FS struct {
 	files  map[string]js.Value
 	dirs   map[string][]string // dir -> sorted child names
 	window int
+	pool   *Pool // converts pieces of the files in workers; nil: here
 }
+
+// SetPool has the files' pieces converted by the page's workers.
+func (f *FS) SetPool(p *Pool) { f.pool = p }
 
 // NewFS builds the file system. Paths are slash-separated and relative
 // (a leading "/" as in FileSystemEntry.fullPath is dropped).
@@ -397,7 +401,13 @@ func (f *FS) Open(name string) (fs.File, error) {
 	if b, ok := f.files[name]; ok {
 		r := NewBlobReader(b, f.window)
 		r.whole = wholeFile
-		return &file{name: name, r: r, blob: b}, nil
+		fl := &file{name: name, r: r, blob: b}
+		if f.pool != nil {
+			pool := f.pool
+			r.fetch = func(off int64, n int) (js.Value, error) { return pool.fetch(b, off, n) }
+			return &pooledFile{fl, pool}, nil
+		}
+		return fl, nil
 	}
 	if _, ok := f.dirs[name]; ok {
 		return &dir{fsys: f, name: name}, nil
@@ -449,8 +459,41 @@ func (f *file) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
+// pooledFile is a file whose pieces the worker pool converts
+// (export.PieceConverter).
+type pooledFile struct {
+	*file
+	pool *Pool
+}
+
+// ConvertPiece has a worker convert the piece: the worker that fetched it
+// ahead (announced pieces are on their way already), else one that
+// fetches it now.
+func (f *pooledFile) ConvertPiece(off int64, p export.Piece, out, scales []byte) error {
+	n := p.SourceBytes()
+	if off < 0 || off+int64(n) > f.r.Size() {
+		return &fs.PathError{Op: "read", Path: f.name, Err: io.ErrUnexpectedEOF}
+	}
+	f.r.mu.Lock()
+	src, ok, err := f.r.takeAhead(off, n)
+	if err == nil && !ok {
+		src, err = f.r.fetchPiece(off, n)
+	}
+	f.r.mu.Unlock()
+	if err == nil {
+		err = f.pool.convert(src, p, out, scales)
+	}
+	if err != nil {
+		if errors.Is(err, export.ErrSlowPath) {
+			return err
+		}
+		return &fs.PathError{Op: "convert", Path: f.name, Err: err}
+	}
+	return nil
+}
+
 // ReadAhead passes the converter's hint on (see BlobReader.ReadAhead).
-func (f *file) ReadAhead(off, n int64, piece int) { f.r.ReadAhead(off, n, piece) }
+func (f *file) ReadAhead(pieces [][2]int64) { f.r.ReadAhead(pieces) }
 
 func (f *file) Seek(offset int64, whence int) (int64, error) {
 	switch whence {

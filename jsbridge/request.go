@@ -211,6 +211,7 @@ type exportRequest struct {
 	signal     js.Value
 	output     js.Value
 	cache      bool
+	files      []*FS // of the model and the adapters
 }
 
 var requestKeys = map[string]bool{"model": true, "base": true, "adapters": true, "options": true,
@@ -249,6 +250,7 @@ func parseExportRequest(v js.Value, window int) (*exportRequest, error) {
 		if r.model, err = newGroup(model, "config.json", window); err != nil {
 			return nil, fmt.Errorf("model: %w", err)
 		}
+		r.files = append(r.files, r.model.fs)
 	case r.base == "":
 		return nil, fmt.Errorf("no base model: give the model files (config.json and *.safetensors) or the id of a cached base")
 	}
@@ -276,6 +278,7 @@ func parseExportRequest(v js.Value, window int) (*exportRequest, error) {
 				return nil, fmt.Errorf("adapter %q: %w", name, err)
 			}
 			r.adapters = append(r.adapters, export.Adapter{Name: name, FS: g.fs, Path: g.dir})
+			r.files = append(r.files, g.fs)
 		}
 	}
 	return r, nil

@@ -18,6 +18,7 @@
   let corePromise = null;
   let coreNow = null; // the loaded core, for synchronous calls
   let wasmMemory = null; // the instance's linear memory, for memory()
+  let pool = null; // the conversion workers, once started
 
   function loadScript(url) {
     return new Promise((resolve, reject) => {
@@ -29,15 +30,80 @@
     });
   }
 
-  async function instantiate(url, imports) {
+  async function compile(url) {
     try {
-      return (await WebAssembly.instantiateStreaming(fetch(url), imports)).instance;
+      return await WebAssembly.compileStreaming(fetch(url));
     } catch (e) {
       // A static server without the application/wasm type: compile from bytes.
       const resp = await fetch(url);
       if (!resp.ok) throw new Error(`cannot load ${url}: HTTP ${resp.status}`);
-      return (await WebAssembly.instantiate(await resp.arrayBuffer(), imports)).instance;
+      return WebAssembly.compile(await resp.arrayBuffer());
     }
+  }
+
+  // ---- the conversion workers ------------------------------------------------
+
+  // Wasm runs on one thread per instance, so the conversion runs in a pool
+  // of Web Workers, each with its own instance of the same module: the
+  // page's instance plans and writes; the workers fetch pieces of the
+  // tensors from the Files (ahead of time, as announced by the page's
+  // instance) and convert them (jsbridge/worker.go). Without workers (or if
+  // they fail to start) the page's instance does everything itself.
+  const poolSize = () => Math.max(1, Math.min(navigator.hardwareConcurrency || 2, 4));
+
+  async function startPool(module) {
+    if (typeof Worker !== 'function') return null;
+    const n = poolSize();
+    const workers = [];
+    for (let i = 0; i < n; i++) {
+      const w = { worker: new Worker(new URL('lorapte-worker.js', here)), pending: new Map(), fetched: 0, memory: 0 };
+      w.ready = new Promise((resolve, reject) => {
+        w.worker.onmessage = (e) => {
+          const m = e.data;
+          if ('ready' in m) { if (m.ready) resolve(); else reject(new Error(m.error)); return; }
+          if (m.memory) w.memory = Math.max(w.memory, m.memory);
+          const p = w.pending.get(m.id);
+          if (!p) return;
+          w.pending.delete(m.id);
+          if (m.error === undefined) { p.resolve(m); return; }
+          const err = new Error(m.error);
+          if (m.slow) err.name = 'SlowPath';
+          p.reject(err);
+        };
+        w.worker.onerror = (e) => {
+          const err = new Error(`conversion worker failed: ${e.message || 'unknown error'}`);
+          reject(err);
+          for (const p of w.pending.values()) p.reject(err);
+          w.pending.clear();
+        };
+      });
+      w.worker.postMessage({ op: 'start', module, wasmExec: new URL('wasm_exec.js', here).href });
+      workers.push(w);
+    }
+    await Promise.all(workers.map((w) => w.ready));
+    let next = 0;
+    let turn = 0;
+    return {
+      size: n,
+      /** A worker starts reading n bytes at offset of file; returns a handle for convert. */
+      fetch(file, offset, n) {
+        const w = workers[turn++ % workers.length];
+        const id = next++;
+        w.worker.postMessage({ op: 'fetch', id, file, offset, n });
+        return { w: workers.indexOf(w), id };
+      },
+      /** That worker converts the fetched bytes: Promise<{out, scales}>. */
+      convert(handle, piece) {
+        const w = workers[handle.w];
+        return new Promise((resolve, reject) => {
+          w.pending.set(handle.id, { resolve, reject });
+          w.worker.postMessage({ op: 'convert', id: handle.id, piece });
+        });
+      },
+      /** Workers drop bytes fetched and never converted (end of an export). */
+      clear() { for (const w of workers) w.worker.postMessage({ op: 'clear' }); },
+      memoryBytes: () => workers.reduce((s, w) => s + w.memory, 0),
+    };
   }
 
   function core() {
@@ -45,7 +111,8 @@
       corePromise = (async () => {
         if (typeof globalThis.Go !== 'function') await loadScript(new URL('wasm_exec.js', here));
         const go = new globalThis.Go();
-        const instance = await instantiate(new URL('lorapte.wasm', here), go.importObject);
+        const module = await compile(new URL('lorapte.wasm', here));
+        const instance = await WebAssembly.instantiate(module, go.importObject);
         wasmMemory = instance.exports.mem;
         go.run(instance).finally(() => {
           // The program ended (it never should): load it afresh next time.
@@ -54,6 +121,13 @@
         });
         const c = globalThis.__lorapteCore;
         if (!c) throw new Error('lorapte.wasm started but did not register its API');
+        try {
+          pool = await startPool(module);
+        } catch (e) {
+          pool = null; // convert in the page instead
+          console.warn(`lorapte: no conversion workers (${e.message}); converting on the page's thread`);
+        }
+        if (pool) c.setPool(pool);
         coreNow = c;
         return c;
       })();
@@ -162,11 +236,17 @@
     /** The CLI's export options and defaults. */
     defaults: async () => (await core()).defaults(),
     /**
-     * Memory diagnostics: wasmBytes is the size of the wasm linear memory,
-     * which only ever grows (so it is the peak so far); the rest are Go's
-     * runtime.MemStats Sys, HeapSys, HeapInuse in bytes.
+     * Memory diagnostics: wasmBytes is the size of the wasm linear memory
+     * of the page's instance plus its conversion workers' (workerBytes,
+     * workers); linear memory only ever grows, so it is the peak so far.
+     * The rest are the page instance's Go runtime.MemStats Sys, HeapSys,
+     * HeapInuse in bytes.
      */
-    memory: async () => ({ wasmBytes: (await core(), wasmMemory.buffer.byteLength), ...coreNow.memStats() }),
+    memory: async () => {
+      await core();
+      const workerBytes = pool ? pool.memoryBytes() : 0;
+      return { wasmBytes: wasmMemory.buffer.byteLength + workerBytes, workerBytes, workers: pool ? pool.size : 0, ...coreNow.memStats() };
+    },
     classify,
   };
   globalThis.lorapte = lorapte;

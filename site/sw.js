@@ -3,8 +3,8 @@
 // revalidated in the background when the page loads it, so a new build
 // shows up on the next visit.
 'use strict';
-const CACHE = 'lorapte-shell-v1';
-const SHELL = ['./', 'index.html', 'style.css', 'lorapte.css', 'app.js', 'lorapte.js', 'wasm_exec.js', 'lorapte.wasm',
+const CACHE = 'lorapte-shell-v2';
+const SHELL = ['./', 'index.html', 'style.css', 'lorapte.css', 'app.js', 'lorapte.js', 'lorapte-worker.js', 'wasm_exec.js', 'lorapte.wasm',
   'icon.svg', 'embed-example.html', 'embed-example.js'];
 
 async function precache() {

@@ -46,7 +46,7 @@ func TestBenchBrowserTiny(t *testing.T) {
 	cmd.Env = append(os.Environ(), "GOOS=js", "GOARCH=wasm")
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "building lorapte.wasm: %s", out)
-	for from, to := range map[string]string{"../../site/lorapte.js": "lorapte.js", filepath.Join(runtime.GOROOT(), "lib", "wasm", "wasm_exec.js"): "wasm_exec.js"} {
+	for from, to := range map[string]string{"../../site/lorapte.js": "lorapte.js", "../../site/lorapte-worker.js": "lorapte-worker.js", filepath.Join(runtime.GOROOT(), "lib", "wasm", "wasm_exec.js"): "wasm_exec.js"} {
 		b, err := os.ReadFile(from)
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(filepath.Join(site, to), b, 0o644))

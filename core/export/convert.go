@@ -42,10 +42,126 @@ const minParallel = 1 << 16
 // once.
 const chunksPerBatch = 4
 
-// errSlowPath marks a chunk the fast path will not handle (a value that is
-// not finite or not a float16 after rounding); the reference loop then
+// ErrSlowPath marks a piece the fast path will not handle (a value that
+// is not finite or not a float16 after rounding); the reference loop then
 // produces the exact error.
-var errSlowPath = errors.New("export: slow path")
+var ErrSlowPath = errors.New("export: slow path")
+
+var errSlowPath = ErrSlowPath
+
+// Piece is a run of rows of one tensor for the fast path, described fully
+// enough for another wasm instance (a browser worker) to convert it
+// exactly as this one would.
+type Piece struct {
+	DType  safetensors.DType `json:"dtype"` // of the source bytes
+	Rows   int               `json:"rows"`
+	Cols   int               `json:"cols"`
+	Quant  bool              `json:"quant"`  // codes + scales, else float16/float32 values
+	Bits   int               `json:"bits"`   // 4 or 8 (Quant)
+	Groups int               `json:"groups"` // scale groups per row (Quant)
+	FP32   bool              `json:"fp32"`   // float32 model: values and scales are float32
+}
+
+// SourceBytes is the size of the piece's source bytes.
+func (p Piece) SourceBytes() int { return p.Rows * p.Cols * p.DType.Size() }
+
+// OutBytes is the size of the converted piece.
+func (p Piece) OutBytes() int {
+	n := p.Rows * p.Cols
+	switch {
+	case p.Quant && p.Bits == 4:
+		return (n + 1) / 2
+	case p.Quant:
+		return n
+	case p.FP32:
+		return 4 * n
+	}
+	return 2 * n
+}
+
+// ScaleBytes is the size of the piece's scales (little-endian float16, or
+// float32 with FP32; row by row).
+func (p Piece) ScaleBytes() int {
+	if !p.Quant {
+		return 0
+	}
+	if p.FP32 {
+		return 4 * p.Rows * p.Groups
+	}
+	return 2 * p.Rows * p.Groups
+}
+
+// valid bounds what a piece from another instance may ask for.
+func (p Piece) valid() error {
+	ok := p.DType.IsFloat() && p.Rows > 0 && p.Cols > 0 && p.Rows <= 1<<28/p.Cols
+	if p.Quant {
+		ok = ok && (p.Bits == 4 || p.Bits == 8) && p.Groups > 0 && p.Cols%p.Groups == 0 &&
+			(p.Bits == 8 || p.Rows*p.Cols%2 == 0)
+	}
+	if !ok {
+		return fmt.Errorf("export: invalid piece %+v", p)
+	}
+	return nil
+}
+
+// PieceConverter is a source file that has pieces of itself converted
+// elsewhere: the browser's files hand them to a pool of workers, so the
+// conversion runs on every core although each wasm instance has one
+// thread. ConvertPiece converts the piece whose source bytes start at off
+// into out and scales (Piece.OutBytes, Piece.ScaleBytes); ErrSlowPath
+// means the fast path declined.
+type PieceConverter interface {
+	ConvertPiece(off int64, p Piece, out, scales []byte) error
+}
+
+// Converter converts pieces: what a worker runs for a PieceConverter. It
+// keeps its buffers and code tables between pieces.
+type Converter struct{ s scratch }
+
+// Convert converts src (p.SourceBytes) into out (p.OutBytes) and scales
+// (p.ScaleBytes).
+func (c *Converter) Convert(p Piece, src, out, scales []byte) error {
+	if err := p.valid(); err != nil {
+		return err
+	}
+	if len(src) != p.SourceBytes() || len(out) != p.OutBytes() || len(scales) != p.ScaleBytes() {
+		return fmt.Errorf("export: piece %+v: got %d source, %d output and %d scale bytes", p, len(src), len(out), len(scales))
+	}
+	var sc16 []uint16
+	var sc32 []float32
+	if p.Quant && p.FP32 {
+		sc32 = make([]float32, p.Rows*p.Groups)
+	} else if p.Quant {
+		sc16 = make([]uint16, p.Rows*p.Groups)
+	}
+	if err := c.s.convert(p, src, out, sc16, sc32); err != nil {
+		return err
+	}
+	packScales(scales, sc16, sc32)
+	return nil
+}
+
+func packScales(dst []byte, sc16 []uint16, sc32 []float32) {
+	for i, v := range sc16 {
+		binary.LittleEndian.PutUint16(dst[2*i:], v)
+	}
+	for i, v := range sc32 {
+		binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(v))
+	}
+}
+
+// unpackScales stores a piece's scale bytes at index at of sc16 or sc32.
+func unpackScales(b []byte, sc16 []uint16, sc32 []float32, at int, fp32 bool) {
+	if fp32 {
+		for i := 0; i+4 <= len(b); i += 4 {
+			sc32[at+i/4] = math.Float32frombits(binary.LittleEndian.Uint32(b[i:]))
+		}
+		return
+	}
+	for i := 0; i+2 <= len(b); i += 2 {
+		sc16[at+i/2] = binary.LittleEndian.Uint16(b[i:])
+	}
+}
 
 // scratch is one worker's reusable buffers.
 type scratch struct {
@@ -119,39 +235,30 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 	// reproduced chunk by chunk; larger ones mean fewer hand-offs between
 	// goroutines.
 	step := batchRows(j)
-	workers := e.workerCount()
-	if j.rows*j.cols < minParallel {
-		workers = 1
-	}
+	workers := e.jobWorkers(j)
 	for len(e.scratch) < workers {
 		e.scratch = append(e.scratch, &scratch{})
 	}
 	es := info.DType.Size()
 
-	// One chunk's rows [r, r+n) split into even-row parts (int4 nibble
-	// pairs never straddle parts), each converted into its slice of out.
+	// One chunk's rows [r, r+n) split into parts, each converted into its
+	// slice of out.
 	convertChunk := func(r, n int, out []byte) error {
-		if workers == 1 || n < 4 {
+		parts := splitRows(n, workers)
+		if len(parts) == 1 {
 			s := e.scratch[0]
 			s.growRaw(n * j.cols * es)
 			return e.convertRows(j, raw, info.DType, s, r, n, out, groups, sc16, sc32)
 		}
 		var wg sync.WaitGroup
-		errs := make([]error, workers)
-		per := (n/workers + 1) &^ 1
-		for w := 0; w < workers; w++ {
-			a, b := min(w*per, n), min((w+1)*per, n)
-			if w == workers-1 {
-				b = n
-			}
-			if a >= b {
-				continue
-			}
+		errs := make([]error, len(parts))
+		for w, ab := range parts {
+			a, b := ab[0], ab[1]
 			part := out[e.outBytes(j, a*j.cols):e.outBytes(j, b*j.cols)]
 			s := e.scratch[w]
 			s.growRaw((b - a) * j.cols * es)
 			run := func() { errs[w] = e.convertRows(j, raw, info.DType, s, r+a, b-a, part, groups, sc16, sc32) }
-			if w == workers-1 {
+			if w == len(parts)-1 {
 				run() // the last part runs here
 				continue
 			}
@@ -221,9 +328,38 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 // batchRows is how many rows of j the fast path converts at once.
 func batchRows(j *job) int { return min(chunkRows(j.cols)*chunksPerBatch, j.rows) }
 
-// readAheader is a file that can fetch the next pieces of a sequential
-// read early (the browser's files: each read is a round trip to the page).
-type readAheader interface{ ReadAhead(off, n int64, piece int) }
+// jobWorkers is how many parts each batch of j is split into.
+func (e *encoder) jobWorkers(j *job) int {
+	if j.rows*j.cols < minParallel {
+		return 1
+	}
+	return e.workerCount()
+}
+
+// splitRows splits a batch of n rows into parts [a, b) for the workers:
+// even row counts, so int4 nibble pairs never straddle parts.
+func splitRows(n, workers int) [][2]int {
+	if workers == 1 || n < 4 {
+		return [][2]int{{0, n}}
+	}
+	per := (n/workers + 1) &^ 1
+	var parts [][2]int
+	for w := 0; w < workers; w++ {
+		a, b := min(w*per, n), min((w+1)*per, n)
+		if w == workers-1 {
+			b = n
+		}
+		if a < b {
+			parts = append(parts, [2]int{a, b})
+		}
+	}
+	return parts
+}
+
+// readAheader is a file that can fetch the pieces of upcoming reads early
+// (the browser's files: each read is a round trip to the page). pieces are
+// (offset, size) in the order they will be read, batch by batch.
+type readAheader interface{ ReadAhead(pieces [][2]int64) }
 
 // announce tells j's file which bytes the fast path will read for j and in
 // which pieces, so that a browser file can request them before they are
@@ -247,7 +383,15 @@ func (e *encoder) announce(j *job) {
 		return
 	}
 	row := int64(j.cols) * int64(info.DType.Size())
-	h.ReadAhead(off+int64(j.row0)*row, int64(j.rows)*row, batchRows(j)*int(row))
+	base := off + int64(j.row0)*row
+	step, workers := batchRows(j), e.jobWorkers(j)
+	var pieces [][2]int64
+	for r := 0; r < j.rows; r += step {
+		for _, ab := range splitRows(min(step, j.rows-r), workers) {
+			pieces = append(pieces, [2]int64{base + int64(r+ab[0])*row, int64(ab[1]-ab[0]) * row})
+		}
+	}
+	h.ReadAhead(pieces)
 }
 
 func scaleBytes(sc16 []uint16, sc32 []float32, fp32 bool) []byte {
@@ -262,44 +406,81 @@ func scaleBytes(sc16 []uint16, sc32 []float32, fp32 bool) []byte {
 }
 
 // convertRows converts rows [r, r+n) of j into out (exactly their bytes)
-// and their scales.
-func (e *encoder) convertRows(j *job, raw io.ReaderAt, dt safetensors.DType, s *scratch, r, n int, out []byte, groups int, sc16 []uint16, sc32 []float32) error {
+// and their scales: in another wasm instance when the source file offers
+// that (a browser worker, see PieceConverter), else here.
+func (e *encoder) convertRows(j *job, raw *io.SectionReader, dt safetensors.DType, s *scratch, r, n int, out []byte, groups int, sc16 []uint16, sc32 []float32) error {
 	cnt := n * j.cols
 	es := dt.Size()
+	p := Piece{DType: dt, Rows: n, Cols: j.cols, Quant: j.enc == encQuant, Bits: j.scheme.Bits, Groups: groups, FP32: e.fp32}
+	if !p.Quant {
+		p.Bits, p.Groups = 0, 0
+	}
+	off := int64(j.row0+r) * int64(j.cols) * int64(es)
+	if f, base, _ := raw.Outer(); f != nil {
+		if pc, ok := f.(PieceConverter); ok {
+			scales := make([]byte, p.ScaleBytes())
+			err := pc.ConvertPiece(base+off, p, out, scales)
+			if err == nil {
+				unpackScales(scales, sc16, sc32, r*groups, p.FP32)
+				return nil
+			}
+			if errors.Is(err, ErrSlowPath) {
+				return errSlowPath
+			}
+			return fmt.Errorf("%s: %s: converting tensor %s: %w", j.label, j.sourceFile, j.tensor, err)
+		}
+	}
 	src := s.raw[:cnt*es]
 	// A full read may come with io.EOF at the end of the data.
-	if got, err := raw.ReadAt(src, int64(j.row0+r)*int64(j.cols)*int64(es)); got < len(src) {
+	if got, err := raw.ReadAt(src, off); got < len(src) {
 		if err == nil {
 			err = io.ErrUnexpectedEOF
 		}
 		return fmt.Errorf("%s: %s: reading tensor %s: %w", j.label, j.sourceFile, j.tensor, err)
 	}
-	if dt == safetensors.BF16 && !e.fp32 && j.enc == encQuant {
-		g := j.cols / groups
-		if (j.scheme.Bits == 8 || g%2 == 0) && quantizeBF16(src, n, j.cols, g, j.scheme.Bits, out, sc16[r*groups:(r+n)*groups], &s.tables) {
+	var s16 []uint16
+	var s32 []float32
+	if p.Quant && p.FP32 {
+		s32 = sc32[r*groups : (r+n)*groups]
+	} else if p.Quant {
+		s16 = sc16[r*groups : (r+n)*groups]
+	}
+	err := s.convert(p, src, out, s16, s32)
+	if err != nil && !errors.Is(err, errSlowPath) {
+		return fmt.Errorf("%s: %w", j.label, err)
+	}
+	return err
+}
+
+// convert runs the fast path on one piece's source bytes.
+func (s *scratch) convert(p Piece, src, out []byte, sc16 []uint16, sc32 []float32) error {
+	n, cnt := p.Rows, p.Rows*p.Cols
+	if p.DType == safetensors.BF16 && !p.FP32 && p.Quant {
+		g := p.Cols / p.Groups
+		if (p.Bits == 8 || g%2 == 0) && quantizeBF16(src, n, p.Cols, g, p.Bits, out, sc16, &s.tables) {
 			return nil
 		}
 	}
 	s.growVals(cnt)
 	vals := s.vals[:cnt]
-	if !decode(vals, src, dt, e.fp32) {
+	if !decode(vals, src, p.DType, p.FP32) {
 		return errSlowPath
 	}
 	switch {
-	case j.enc == encFloat && e.fp32:
+	case !p.Quant && p.FP32:
 		putF32(out, vals)
-	case j.enc == encFloat:
+	case !p.Quant:
 		putF16(out, vals)
 	default:
 		codes := s.codes[:cnt]
-		if e.fp32 {
-			if err := quant.QuantizeRowsF32(vals, n, j.cols, j.scheme, codes, sc32[r*groups:(r+n)*groups]); err != nil {
-				return fmt.Errorf("%s: %w", j.label, err)
+		if p.FP32 {
+			if err := quant.QuantizeRowsF32(vals, n, p.Cols, quant.Scheme{Bits: p.Bits, Group: p.Cols / p.Groups}, codes, sc32); err != nil {
+				return err
 			}
 		} else {
-			quantizeF16Exact(vals, n, j.cols, j.cols/groups, j.scheme.Bits, codes, sc16[r*groups:(r+n)*groups])
+			quantizeF16Exact(vals, n, p.Cols, p.Cols/p.Groups, p.Bits, codes, sc16)
 		}
-		if j.scheme.Bits == 4 {
+		if p.Bits == 4 {
 			milblob.PackInt4Into(out, codes)
 		} else {
 			for i, c := range codes {

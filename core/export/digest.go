@@ -10,14 +10,19 @@ import (
 	"lorapte/core/safetensors"
 )
 
-// Sampling of the digests: 4 KiB out of every stride bytes of tensor data,
-// plus each tensor's last 4 KiB. Any fine-tune (and any retrained adapter)
-// changes far more than that. The base is sampled every 4 MiB (~0.1 % of a
-// full read); adapters, whose tensors are small, every 64 KiB (1/16 of
-// their bytes: hashing 2×45 MB whole took ~0.7 s of single-threaded wasm).
+// Sampling of the digests: 4 KiB samples of the tensor data, plus the
+// names, dtypes and shapes of the tensors. Any fine-tune (and any
+// retrained adapter) changes far more than that.
+//   - The base: at most baseSamples per file, at least sampleStride apart,
+//     and each file's last 4 KiB (~130 reads of a 2.5 GB checkpoint, ~0.01 %
+//     of it). In the browser each read is a round trip costing ~2 ms.
+//   - Adapters, whose tensors are small and read whole anyway: every 64 KiB
+//     of each tensor and its last 4 KiB (1/16 of the bytes; hashing 2×45 MB
+//     whole took ~0.7 s of single-threaded wasm).
 const (
 	sampleBytes         = 4 << 10
 	sampleStride        = 4 << 20
+	baseSamples         = 128
 	adapterSampleStride = 64 << 10
 )
 
@@ -43,8 +48,27 @@ func digest(req Request, baseDigest []byte, adapters map[string]*lora.Adapter, o
 
 // baseContentDigest fingerprints the base model's tensors (sampled).
 func baseContentDigest(base *safetensors.Source) ([]byte, error) {
+	var parts []*digestPart
+	for _, name := range base.Names() {
+		info, _ := base.Info(name)
+		parts = append(parts, &digestPart{text: fmt.Sprintf("tensor %s %s %v %d\n", name, info.DType, info.Shape, info.Bytes)})
+	}
+	for _, f := range base.Files() {
+		data := f.Data()
+		n := data.Size()
+		stride := max(int64(sampleStride), (n/baseSamples+sampleBytes-1)/sampleBytes*sampleBytes)
+		add := func(off int64) {
+			parts = append(parts, &digestPart{r: data, off: off, n: min(int64(sampleBytes), n-off), file: f.Name()})
+		}
+		for off := int64(0); off < n; off += stride {
+			add(off)
+		}
+		if n > sampleBytes {
+			add(n - sampleBytes)
+		}
+	}
 	h := sha256.New()
-	if err := hashSource(h, base, sampleStride); err != nil {
+	if err := hashParts(h, parts); err != nil {
 		return nil, err
 	}
 	return h.Sum(nil), nil
@@ -55,17 +79,20 @@ func baseContentDigest(base *safetensors.Source) ([]byte, error) {
 // waits into a few.
 const samplesInFlight = 16
 
-// part is one piece of the digest input: text or a sampled byte range.
+// digestPart is one piece of the digest input: text or a sampled byte range.
 type digestPart struct {
 	text string
 	r    *io.SectionReader
 	off  int64
 	n    int64
-	info safetensors.Info
+	file string // for errors
+	what string // for errors: "tensor NAME" or "data"
 	data []byte
 	err  error
 }
 
+// hashSource adds every tensor's name, dtype, shape and size and samples of
+// its bytes (4 KiB every stride, and its last 4 KiB).
 func hashSource(h io.Writer, src *safetensors.Source, stride int64) error {
 	var parts []*digestPart
 	for _, name := range src.Names() {
@@ -77,7 +104,7 @@ func hashSource(h io.Writer, src *safetensors.Source, stride int64) error {
 		parts = append(parts, &digestPart{text: fmt.Sprintf("tensor %s %s %v %d\n", name, info.DType, info.Shape, info.Bytes)})
 		add := func(off int64) {
 			n := min(int64(sampleBytes), info.Bytes-off)
-			parts = append(parts, &digestPart{r: r, off: off, n: n, info: info})
+			parts = append(parts, &digestPart{r: r, off: off, n: n, file: info.File, what: "tensor " + info.Name})
 		}
 		for off := int64(0); off < info.Bytes; off += stride {
 			add(off)
@@ -86,8 +113,12 @@ func hashSource(h io.Writer, src *safetensors.Source, stride int64) error {
 			add(info.Bytes - sampleBytes)
 		}
 	}
-	// Samples are read concurrently in windows and hashed in order, so the
-	// digest does not depend on timing.
+	return hashParts(h, parts)
+}
+
+// hashParts hashes the parts in order. Samples are read concurrently in
+// windows, so the digest does not depend on timing.
+func hashParts(h io.Writer, parts []*digestPart) error {
 	for i := 0; i < len(parts); i += samplesInFlight {
 		win := parts[i:min(i+samplesInFlight, len(parts))]
 		var wg sync.WaitGroup
@@ -100,7 +131,11 @@ func hashSource(h io.Writer, src *safetensors.Source, stride int64) error {
 				defer wg.Done()
 				p.data = make([]byte, p.n)
 				if _, err := p.r.ReadAt(p.data, p.off); err != nil && err != io.EOF {
-					p.err = fmt.Errorf("%s: reading tensor %s: %w", p.info.File, p.info.Name, err)
+					what := p.what
+					if what == "" {
+						what = "data"
+					}
+					p.err = fmt.Errorf("%s: reading %s: %w", p.file, what, err)
 				}
 			}(p)
 		}

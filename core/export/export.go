@@ -89,6 +89,12 @@ type Request struct {
 	BaseBlobs BlobSource
 	// SaveBase, when set, receives the converted base blobs during Write.
 	SaveBase BlobSink
+
+	// Workers is how many pieces of a tensor are converted at once: 0 means
+	// GOMAXPROCS. The browser, whose wasm has one thread, passes the size
+	// of its worker pool (its files convert pieces there, PieceConverter).
+	// The output does not depend on it.
+	Workers int
 }
 
 // Progress reports a stage and how far it is (bytes for "write").

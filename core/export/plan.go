@@ -60,6 +60,7 @@ type Plan struct {
 	baseDigest   []byte
 	baseBlobs    BlobSource
 	saveBase     BlobSink
+	workers      int // conversion workers (Request.Workers)
 	cmjr         [][]byte
 	program      *pte.Program
 	layout       *pte.Layout
@@ -116,7 +117,7 @@ func NewPlan(req Request) (*Plan, error) {
 		return nil, err
 	}
 	p := &Plan{cfg: cfg, spec: spec, opts: o, base: base, adapters: adapters, configJSON: configJSON,
-		modelName: name, baseBlobs: req.BaseBlobs, saveBase: req.SaveBase}
+		modelName: name, baseBlobs: req.BaseBlobs, saveBase: req.SaveBase, workers: max(req.Workers, 0)}
 	if req.Base != nil {
 		if got := baseKey(baseDigest, &o); got != req.Base.Key {
 			return nil, fmt.Errorf("cached base %s was converted with other options (dtype, quantization, splits or graph breaks); export it again from its files", name)
@@ -248,7 +249,7 @@ func (p *Plan) Write(ctx context.Context, w io.Writer, progress Progress) error 
 			return err
 		}
 	}
-	enc := &encoder{fp32: p.opts.DType == "fp32", base: p.base, cacheIn: p.baseBlobs, cacheOut: p.saveBase}
+	enc := &encoder{fp32: p.opts.DType == "fp32", base: p.base, cacheIn: p.baseBlobs, cacheOut: p.saveBase, workers: p.workers}
 	for i, pp := range p.parts {
 		enc.part = i
 		err := pw.StreamSegment(pp.segment, func(sw io.Writer) error {

@@ -46,12 +46,10 @@ func (f *aheadFile) ReadAt(p []byte, off int64) (int, error) {
 	return f.File.(io.ReaderAt).ReadAt(p, off)
 }
 
-func (f *aheadFile) ReadAhead(off, n int64, piece int) {
+func (f *aheadFile) ReadAhead(pieces [][2]int64) {
 	f.fsys.mu.Lock()
 	defer f.fsys.mu.Unlock()
-	for o := off; o < off+n; o += int64(piece) {
-		f.fsys.pieces[f.name] = append(f.fsys.pieces[f.name], [2]int64{o, min(int64(piece), off+n-o)})
-	}
+	f.fsys.pieces[f.name] = append(f.fsys.pieces[f.name], pieces...)
 }
 
 // TestReadAheadAnnouncesTheReads: with one worker (the browser), every
@@ -89,11 +87,11 @@ func TestReadAheadAnnouncesTheReads(t *testing.T) {
 	}
 }
 
-// TestAdapterDigestSeesTheWeights: adapters are fingerprinted by samples
-// (every 64 KiB of each tensor and its last 4 KiB), and a change to the
-// weights there gives other Core ML identifiers (the device's compile-cache
-// key), while the same files give the same ones.
-func TestAdapterDigestSeesTheWeights(t *testing.T) {
+// TestDigestSeesTheWeights: adapters and the base are fingerprinted by
+// samples, and a change to the weights there gives other Core ML
+// identifiers (the device's compile-cache key), while the same files give
+// the same ones.
+func TestDigestSeesTheWeights(t *testing.T) {
 	dir := t.TempDir()
 	s := benchgen.Shape{Key: "dg", Name: "dg", Hidden: 256, Intermediate: 512, Layers: 1, Heads: 4, KVHeads: 2,
 		Vocab: 1024, RopeTheta: 10000, MaxPositions: 2048, RMSEps: 1e-5}
@@ -136,10 +134,18 @@ func TestAdapterDigestSeesTheWeights(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, f.Close())
 	changed := ids()
-	for i := range first {
-		if i < len(changed) && first[i] != changed[i] {
-			return
-		}
-	}
-	t.Fatalf("identifiers did not change with the adapter's weights: %v", changed)
+	require.NotEqual(t, first, changed, "identifiers change with the adapter's weights")
+
+	// The base is sampled too: change the first weight of its data.
+	file = filepath.Join(dir, "model", "model.safetensors")
+	f, err = os.OpenFile(file, os.O_RDWR, 0)
+	require.NoError(t, err)
+	fi, err = f.Stat()
+	require.NoError(t, err)
+	base, err := safetensors.Open(file, f, fi.Size())
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte{0x7f, 0x3f}, fi.Size()-base.Data().Size()) // bfloat16 1.0 at the data's start
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.NotEqual(t, changed, ids(), "identifiers change with the base's weights")
 }

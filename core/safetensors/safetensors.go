@@ -347,6 +347,12 @@ func (f *File) readFloat32(i Info, row0, rows int64, dst []float32) error {
 }
 
 // Size is the file's size in bytes.
+// Data is the file's data section (the bytes after the header).
+func (f *File) Data() *io.SectionReader {
+	start := 8 + int64(len(f.header))
+	return io.NewSectionReader(f.r, start, f.size-start)
+}
+
 func (f *File) Size() int64 { return f.size }
 
 // Header returns the raw header JSON (without the 8-byte length prefix).

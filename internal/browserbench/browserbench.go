@@ -1,5 +1,5 @@
 // Package browserbench measures the browser exporter at real scale. It
-// serves a built site (lorapte.js, wasm_exec.js, lorapte.wasm) on a
+// serves a built site (lorapte.js, lorapte-worker.js, wasm_exec.js, lorapte.wasm) on a
 // loopback port, drives headless Chromium through the page's JavaScript
 // API (lorapte.exportDetailed, as an embedding page calls it), and times:
 //
@@ -110,7 +110,7 @@ func FindChromium() string {
 
 // CheckSite reports what a site directory lacks for the benchmark.
 func CheckSite(dir string) error {
-	for _, f := range []string{"lorapte.js", "wasm_exec.js", "lorapte.wasm"} {
+	for _, f := range []string{"lorapte.js", "lorapte-worker.js", "wasm_exec.js", "lorapte.wasm"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			return fmt.Errorf("site %s has no %s (build it with ./build.sh wasm)", dir, f)
 		}

@@ -32,6 +32,7 @@ func buildSite(t *testing.T) string {
 	require.NoError(t, err, "building lorapte.wasm: %s", out)
 	for _, f := range []struct{ from, to string }{
 		{"../../site/lorapte.js", "lorapte.js"},
+		{"../../site/lorapte-worker.js", "lorapte-worker.js"},
 		{filepath.Join(runtime.GOROOT(), "lib", "wasm", "wasm_exec.js"), "wasm_exec.js"},
 	} {
 		b, err := os.ReadFile(f.from)

@@ -1,0 +1,140 @@
+package export
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"lorapte/core/safetensors"
+	"lorapte/internal/benchgen"
+)
+
+// pieceFS wraps an fs.FS so that its files convert pieces "elsewhere": each
+// ConvertPiece reads the bytes itself and runs a Converter of its own (as
+// a browser worker does), several at once.
+type pieceFS struct {
+	fs.FS
+	pieces atomic.Int64
+	pool   sync.Pool
+}
+
+type pieceFile struct {
+	fs.File
+	fsys *pieceFS
+}
+
+func (p *pieceFS) Open(name string) (fs.File, error) {
+	f, err := p.FS.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	return &pieceFile{File: f, fsys: p}, nil
+}
+
+func (f *pieceFile) ReadAt(b []byte, off int64) (int, error) {
+	return f.File.(io.ReaderAt).ReadAt(b, off)
+}
+
+func (f *pieceFile) ConvertPiece(off int64, p Piece, out, scales []byte) error {
+	f.fsys.pieces.Add(1)
+	src := make([]byte, p.SourceBytes())
+	if _, err := f.ReadAt(src, off); err != nil {
+		return err
+	}
+	c, _ := f.fsys.pool.Get().(*Converter)
+	if c == nil {
+		c = new(Converter)
+	}
+	defer f.fsys.pool.Put(c)
+	return c.Convert(p, src, out, scales)
+}
+
+// TestPiecesConvertedElsewhere: an export whose files convert their pieces
+// through PieceConverter (with three conversions at once) gives the same
+// bytes as the plain export, for quantized and float outputs in float16
+// and float32, and a non-finite weight gives the same error.
+func TestPiecesConvertedElsewhere(t *testing.T) {
+	dir := t.TempDir()
+	s := benchgen.Shape{Key: "pc", Name: "pc", Hidden: 256, Intermediate: 512, Layers: 1, Heads: 4, KVHeads: 2,
+		Vocab: 8192, RopeTheta: 10000, MaxPositions: 2048, RMSEps: 1e-5}
+	_, err := benchgen.WriteModel(filepath.Join(dir, "model"), s, safetensors.BF16)
+	require.NoError(t, err)
+	_, err = benchgen.WriteAdapter(filepath.Join(dir, "ad"), s, "ad", benchgen.DefaultAdapter())
+	require.NoError(t, err)
+	opts := func(edit func(o *Options)) Options {
+		o := DefaultOptions()
+		o.InputLen, o.MaxContextLen, o.Multifunction = 4, 16, true
+		edit(&o)
+		return o
+	}
+	for name, o := range map[string]Options{
+		"default q8 embedding, c4w":  opts(func(o *Options) {}),
+		"b4w groups":                 opts(func(o *Options) { o.EmbeddingQuantize, o.LinearQuantize = "4,32", "b4w" }),
+		"fp32 quantized":             opts(func(o *Options) { o.DType = "fp32" }),
+		"fp16 unquantized":           opts(func(o *Options) { o.EmbeddingQuantize, o.LinearQuantize = "none", "none" }),
+		"fp32 unquantized, adapters": opts(func(o *Options) { o.DType, o.EmbeddingQuantize, o.LinearQuantize = "fp32", "none", "none" }),
+	} {
+		t.Run(name, func(t *testing.T) {
+			plain := os.DirFS(dir)
+			var want bytes.Buffer
+			require.NoError(t, Export(context.Background(), Request{FS: plain, ModelDir: "model", Options: o,
+				Adapters: []Adapter{{Name: "ad", FS: plain, Path: "ad"}}}, &want, nil))
+			pfs := &pieceFS{FS: os.DirFS(dir)}
+			var got bytes.Buffer
+			require.NoError(t, Export(context.Background(), Request{FS: pfs, ModelDir: "model", Options: o, Workers: 3,
+				Adapters: []Adapter{{Name: "ad", FS: pfs, Path: "ad"}}}, &got, nil))
+			require.Greater(t, pfs.pieces.Load(), int64(10), "pieces converted through the files")
+			require.True(t, bytes.Equal(want.Bytes(), got.Bytes()), "same bytes as the plain export")
+		})
+	}
+
+	t.Run("non-finite weight", func(t *testing.T) {
+		bad := t.TempDir()
+		_, err := benchgen.WriteModel(filepath.Join(bad, "model"), s, safetensors.BF16)
+		require.NoError(t, err)
+		// A NaN (bfloat16 0x7fc0) in the middle of the embedding.
+		file := filepath.Join(bad, "model", "model.safetensors")
+		f, err := os.OpenFile(file, os.O_RDWR, 0)
+		require.NoError(t, err)
+		fi, err := f.Stat()
+		require.NoError(t, err)
+		st, err := safetensors.Open(file, f, fi.Size())
+		require.NoError(t, err)
+		info, ok := st.Info("model.embed_tokens.weight")
+		require.True(t, ok)
+		_, err = f.WriteAt([]byte{0xc0, 0x7f}, info.Offset+info.Bytes/2)
+		require.NoError(t, err)
+		require.NoError(t, f.Close())
+		o := opts(func(o *Options) {})
+		errPlain := Export(context.Background(), Request{FS: os.DirFS(bad), ModelDir: "model", Options: o}, io.Discard, nil)
+		require.Error(t, errPlain)
+		require.Contains(t, errPlain.Error(), "model.embed_tokens.weight")
+		pfs := &pieceFS{FS: os.DirFS(bad)}
+		errPieces := Export(context.Background(), Request{FS: pfs, ModelDir: "model", Options: o, Workers: 3}, io.Discard, nil)
+		require.Error(t, errPieces)
+		require.Equal(t, errPlain.Error(), errPieces.Error())
+	})
+}
+
+func TestConverterRefusesBadPieces(t *testing.T) {
+	var c Converter
+	for _, p := range []Piece{
+		{DType: "I8", Rows: 1, Cols: 2},
+		{DType: safetensors.BF16, Rows: 0, Cols: 2},
+		{DType: safetensors.BF16, Rows: 2, Cols: 4, Quant: true, Bits: 3, Groups: 1},
+		{DType: safetensors.BF16, Rows: 2, Cols: 4, Quant: true, Bits: 4, Groups: 3},
+		{DType: safetensors.BF16, Rows: 1 << 20, Cols: 1 << 20},
+	} {
+		require.Error(t, c.Convert(p, nil, nil, nil), "%+v", p)
+	}
+	p := Piece{DType: safetensors.BF16, Rows: 2, Cols: 4}
+	require.ErrorContains(t, c.Convert(p, make([]byte, 3), make([]byte, 16), nil), "source")
+}

@@ -1,0 +1,151 @@
+//go:build js && wasm
+
+package jsbridge
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"syscall/js"
+
+	"lorapte/core/export"
+)
+
+// The conversion runs on every core through a pool of Web Workers, each
+// with its own instance of the same wasm module (a wasm instance has one
+// thread). The page's instance plans and writes the output; the pieces of
+// the tensors it will convert are announced ahead (export's ReadAhead),
+// and each is fetched from the File by a worker (Pool.fetch) while others
+// are converted. When the page's instance reaches a piece it asks that
+// worker to convert it (Pool.convert); the worker converts the bytes with
+// export.Converter, the code that would run in the page, and transfers the
+// result back. So the bytes are the same whichever instance converts a
+// piece, and the page's thread neither reads nor converts tensor data.
+
+// InWorker reports whether this instance runs in a Web Worker.
+func InWorker() bool {
+	wgs := js.Global().Get("WorkerGlobalScope")
+	return wgs.Type() == js.TypeFunction && js.Global().InstanceOf(wgs)
+}
+
+// RegisterWorker installs global[name] = {convert(bytes, piece)} for
+// site/lorapte-worker.js: bytes is a Uint8Array of the piece's source
+// bytes (fetched by the worker), piece its export.Piece as JSON; it returns {out, scales} (fresh
+// Uint8Arrays, to be transferred), or {error, slow} when it cannot.
+func RegisterWorker(global js.Value, name string) {
+	var (
+		c                export.Converter
+		src, out, scales []byte
+	)
+	grow := func(b []byte, n int) []byte {
+		if cap(b) < n {
+			return make([]byte, n)
+		}
+		return b[:n]
+	}
+	u8 := js.Global().Get("Uint8Array")
+	convert := func(bytes, pieceJSON js.Value) (map[string]any, error) {
+		var p export.Piece
+		if pieceJSON.Type() != js.TypeString || json.Unmarshal([]byte(pieceJSON.String()), &p) != nil {
+			return nil, errors.New("convert: want a piece as JSON")
+		}
+		if bytes.Type() != js.TypeObject || !bytes.InstanceOf(u8) {
+			return nil, errors.New("convert: want the source bytes as a Uint8Array")
+		}
+		if p.Rows <= 0 || p.Cols <= 0 || p.Rows > 1<<28/p.Cols {
+			return nil, fmt.Errorf("convert: invalid piece %+v", p)
+		}
+		if n := p.SourceBytes(); bytes.Length() != n {
+			return nil, fmt.Errorf("convert: got %d source bytes, want %d (did the file change on disk?)", bytes.Length(), n)
+		}
+		src, out, scales = grow(src, p.SourceBytes()), grow(out, p.OutBytes()), grow(scales, p.ScaleBytes())
+		js.CopyBytesToGo(src, bytes)
+		if err := c.Convert(p, src, out, scales); err != nil {
+			return nil, err
+		}
+		jo := u8.New(len(out))
+		js.CopyBytesToJS(jo, out)
+		js_ := u8.New(len(scales))
+		js.CopyBytesToJS(js_, scales)
+		return map[string]any{"out": jo, "scales": js_}, nil
+	}
+	global.Set(name, js.ValueOf(map[string]any{
+		"convert": js.FuncOf(func(_ js.Value, args []js.Value) any {
+			res, err := convert(arg(args, 0), arg(args, 1))
+			if err != nil {
+				return map[string]any{"error": err.Error(), "slow": errors.Is(err, export.ErrSlowPath)}
+			}
+			return res
+		}),
+	}))
+}
+
+// Pool is the page's worker pool (site/lorapte.js):
+//
+//	size                          number of workers
+//	fetch(file, offset, n)        a worker starts reading; returns a handle (synchronously)
+//	convert(handle, piece)        Promise<{out, scales}>: that worker converts the bytes;
+//	                              rejects with an Error named "SlowPath" when the fast path declined
+//	clear()                       workers drop fetched bytes not converted (end of an export)
+type Pool struct {
+	v    js.Value
+	size int
+}
+
+// NewPool wraps the page's pool object; nil when there is none.
+func NewPool(v js.Value) (*Pool, error) {
+	if v.IsUndefined() || v.IsNull() {
+		return nil, nil
+	}
+	if v.Type() != js.TypeObject || v.Get("size").Type() != js.TypeNumber {
+		return nil, errors.New("pool: want {size, fetch, convert, clear}")
+	}
+	for _, m := range []string{"fetch", "convert", "clear"} {
+		if v.Get(m).Type() != js.TypeFunction {
+			return nil, fmt.Errorf("pool: no %s function", m)
+		}
+	}
+	size := v.Get("size").Int()
+	if size < 1 || size > 64 {
+		return nil, fmt.Errorf("pool: size %d", size)
+	}
+	return &Pool{v: v, size: size}, nil
+}
+
+// Size is the number of workers.
+func (p *Pool) Size() int { return p.size }
+
+// fetch has a worker start reading n bytes at off of blob.
+func (p *Pool) fetch(blob js.Value, off int64, n int) (js.Value, error) {
+	return call(p.v, "fetch", blob, float64(off), n)
+}
+
+// clear drops what the workers fetched and nobody converted.
+func (p *Pool) clear() { call(p.v, "clear") } //nolint:errcheck // best effort
+
+// convert has the worker that fetched a piece (handle) convert it.
+func (p *Pool) convert(handle js.Value, piece export.Piece, out, scales []byte) error {
+	pj, err := json.Marshal(piece)
+	if err != nil {
+		return err
+	}
+	pr, err := call(p.v, "convert", handle, string(pj))
+	if err != nil {
+		return err
+	}
+	res, err := Await(pr)
+	if err != nil {
+		var je *JSError
+		if errors.As(err, &je) && je.Name == "SlowPath" {
+			return export.ErrSlowPath
+		}
+		return err
+	}
+	o, s := res.Get("out"), res.Get("scales")
+	if o.Type() != js.TypeObject || s.Type() != js.TypeObject || o.Length() != len(out) || s.Length() != len(scales) {
+		return fmt.Errorf("pool: a worker returned %s output bytes for %d", describe(o.Get("length")), len(out))
+	}
+	js.CopyBytesToGo(out, o)
+	js.CopyBytesToGo(scales, s)
+	return nil
+}
