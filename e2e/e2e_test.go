@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"lorapte/core/safetensors"
 	"net"
 	"net/http"
 	"net/url"
@@ -34,6 +33,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"lorapte/core/export"
+	"lorapte/core/safetensors"
+	"lorapte/internal/benchgen"
 	"lorapte/internal/sitesrv"
 )
 
@@ -541,6 +542,47 @@ func TestBrowserExporter(t *testing.T) {
 		// A rejected promise carries the CLI's message.
 		msg := eval[string](t, ctx, `lorapte.export({ model: [], options: { dtype: 'fp8' } }).then(() => 'resolved', (e) => e instanceof Error ? e.message : 'not an Error')`)
 		require.Equal(t, "no base model: give the model files (config.json and *.safetensors) or the id of a cached base", msg)
+	})
+
+	t.Run("a model above 64 MB converts in the workers, same bytes as natively", func(t *testing.T) {
+		// Files up to 64 MB are converted on the page's thread (read whole);
+		// larger ones go piece by piece to the worker pool.
+		dir := t.TempDir()
+		s := benchgen.Shape{Key: "e2e", Name: "e2e", Hidden: 512, Intermediate: 1536, Layers: 2, Heads: 8, KVHeads: 2,
+			Vocab: 64000, RopeTheta: 10000, MaxPositions: 2048, RMSEps: 1e-5}
+		_, err := benchgen.WriteModel(filepath.Join(dir, "model"), s, safetensors.BF16)
+		require.NoError(t, err)
+		_, err = benchgen.WriteAdapter(filepath.Join(dir, "ad"), s, "ad", benchgen.DefaultAdapter())
+		require.NoError(t, err)
+		st, err := os.Stat(filepath.Join(dir, "model", "model.safetensors"))
+		require.NoError(t, err)
+		require.Greater(t, st.Size(), int64(64<<20))
+		o := export.DefaultOptions()
+		o.Multifunction, o.InputLen, o.MaxContextLen = true, 8, 64
+		fsys := os.DirFS(dir)
+		var native bytes.Buffer
+		require.NoError(t, export.Export(context.Background(), export.Request{FS: fsys, ModelDir: "model", Options: o,
+			Adapters: []export.Adapter{{Name: "ad", FS: fsys, Path: "ad"}}}, &native, nil))
+		sum := sha256.Sum256(native.Bytes())
+
+		loadPage("/embed-example.html")
+		require.True(t, eval[bool](t, ctx, `lorapte.ready().then(() => true)`))
+		upload(t, ctx, `document.getElementById('model')`, filepath.Join(dir, "model", "config.json"), filepath.Join(dir, "model", "model.safetensors"))
+		upload(t, ctx, `document.getElementById('adapter')`, filepath.Join(dir, "ad", "adapter_config.json"), filepath.Join(dir, "ad", "adapter_model.safetensors"))
+		nl.exporting.Store(true)
+		got := eval[map[string]any](t, ctx, `(async () => {
+			const before = (await lorapte.memory()).workerPieces;
+			const blob = await lorapte.export({ model: [...document.getElementById('model').files],
+				adapters: [{ name: 'ad', files: [...document.getElementById('adapter').files] }],
+				options: { multifunction: true, inputLen: 8, maxContextLen: 64 }, cache: false });
+			const d = new Uint8Array(await crypto.subtle.digest('SHA-256', await blob.arrayBuffer()));
+			const m = await lorapte.memory();
+			return { sha256: [...d].map((x) => x.toString(16).padStart(2, '0')).join(''), pieces: m.workerPieces - before, workers: m.workers };
+		})()`)
+		nl.exporting.Store(false)
+		require.Equal(t, hex.EncodeToString(sum[:]), got["sha256"])
+		require.GreaterOrEqual(t, got["workers"], float64(1))
+		require.Greater(t, got["pieces"], float64(10), "pieces converted in the workers")
 	})
 
 	t.Run("offline after the first visit", func(t *testing.T) {

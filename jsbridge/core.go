@@ -111,11 +111,12 @@ func (c *Core) Export(parent context.Context, v js.Value) (*ExportResult, error)
 
 	xr := export.Request{Adapters: req.adapters, Options: req.options}
 	if c.pool != nil {
+		pool := c.pool.ForExport()
 		for _, f := range req.files {
-			f.SetPool(c.pool)
+			f.SetPool(pool)
 		}
-		xr.Workers = c.pool.Size()
-		defer c.pool.clear()
+		xr.Workers = pool.Size()
+		defer pool.clear()
 	}
 	var cache *Cache
 	if req.base != "" {

@@ -133,6 +133,14 @@ func (r *BlobReader) takeAhead(off int64, n int) (p js.Value, ok bool, err error
 	return p, true, nil
 }
 
+// takeAheadHere is takeAhead for reads into this instance's memory.
+func (r *BlobReader) takeAheadHere(off int64, n int) (js.Value, bool, error) {
+	if r.fetch != nil {
+		return js.Value{}, false, nil
+	}
+	return r.takeAhead(off, n)
+}
+
 func (r *BlobReader) fetchPiece(off int64, n int) (js.Value, error) {
 	if r.fetch != nil {
 		r.calls++
@@ -177,9 +185,8 @@ func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
 	if rest := r.size - off; int64(len(p)) > rest {
 		want, short = p[:rest], true
 	}
-	if r.fetch != nil {
-		// Announced pieces are fetched by workers; reads here are others.
-	} else if p, ok, err := r.takeAhead(off, len(want)); ok || err != nil {
+	// Announced pieces are read here unless workers fetch them (r.fetch).
+	if p, ok, err := r.takeAheadHere(off, len(want)); ok || err != nil {
 		// Announced: the read is (or now is) on its way, whatever its size.
 		r.lastEnd = off + int64(len(want))
 		r.mu.Unlock()
@@ -402,7 +409,9 @@ func (f *FS) Open(name string) (fs.File, error) {
 		r := NewBlobReader(b, f.window)
 		r.whole = wholeFile
 		fl := &file{name: name, r: r, blob: b}
-		if f.pool != nil {
+		if f.pool != nil && r.Size() > r.whole {
+			// Small files (adapters) are read whole here anyway, and
+			// their many small tensors would cost a round trip each.
 			pool := f.pool
 			r.fetch = func(off int64, n int) (js.Value, error) { return pool.fetch(b, off, n) }
 			return &pooledFile{fl, pool}, nil

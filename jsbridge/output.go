@@ -49,8 +49,19 @@ func (w *BlobWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// smallPart is the size below which buffered bytes join the parts as a
+// Uint8Array, not a Blob of their own: between the referenced blobs of a
+// cached re-export come hundreds of small pieces (blob headers, padding),
+// and each Blob costs a round trip to the browser.
+const smallPart = 64 << 10
+
 func (w *BlobWriter) flush() {
 	if len(w.buf) == 0 {
+		return
+	}
+	if len(w.buf) < smallPart {
+		w.parts.Call("push", bytesToJS(w.buf))
+		w.buf = w.buf[:0]
 		return
 	}
 	if w.js.IsUndefined() {

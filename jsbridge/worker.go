@@ -3,6 +3,8 @@
 package jsbridge
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,13 +85,17 @@ func RegisterWorker(global js.Value, name string) {
 // Pool is the page's worker pool (site/lorapte.js):
 //
 //	size                          number of workers
-//	fetch(file, offset, n)        a worker starts reading; returns a handle (synchronously)
+//	fetch(file, offset, n, tag)   a worker starts reading; returns a handle (synchronously)
 //	convert(handle, piece)        Promise<{out, scales}>: that worker converts the bytes;
 //	                              rejects with an Error named "SlowPath" when the fast path declined
-//	clear()                       workers drop fetched bytes not converted (end of an export)
+//	clear(tag)                    workers drop what the export tagged tag fetched and did not convert
+//
+// Each export uses its own tag (ForExport), so exports running at the same
+// time do not clear each other's pieces.
 type Pool struct {
 	v    js.Value
 	size int
+	tag  string
 }
 
 // NewPool wraps the page's pool object; nil when there is none.
@@ -112,16 +118,23 @@ func NewPool(v js.Value) (*Pool, error) {
 	return &Pool{v: v, size: size}, nil
 }
 
+// ForExport is the pool as one export uses it.
+func (p *Pool) ForExport() *Pool {
+	var b [8]byte
+	rand.Read(b[:])
+	return &Pool{v: p.v, size: p.size, tag: hex.EncodeToString(b[:])}
+}
+
 // Size is the number of workers.
 func (p *Pool) Size() int { return p.size }
 
 // fetch has a worker start reading n bytes at off of blob.
 func (p *Pool) fetch(blob js.Value, off int64, n int) (js.Value, error) {
-	return call(p.v, "fetch", blob, float64(off), n)
+	return call(p.v, "fetch", blob, float64(off), n, p.tag)
 }
 
 // clear drops what the workers fetched and nobody converted.
-func (p *Pool) clear() { call(p.v, "clear") } //nolint:errcheck // best effort
+func (p *Pool) clear() { call(p.v, "clear", p.tag) } //nolint:errcheck // best effort
 
 // convert has the worker that fetched a piece (handle) convert it.
 func (p *Pool) convert(handle js.Value, piece export.Piece, out, scales []byte) error {

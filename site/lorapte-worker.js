@@ -10,10 +10,11 @@
 let conv = null;
 let memory = null;
 const queue = []; // messages that came before the instance was ready
-const fetched = new Map(); // id → Promise<ArrayBuffer>
+const fetched = new Map(); // id → {bytes: Promise<ArrayBuffer>, tag}
+const files = new Map(); // id → {file, tag}: each File is sent once per export (tag)
 
 async function convert({ id, piece }) {
-  const bytes = fetched.get(id);
+  const bytes = fetched.has(id) ? fetched.get(id).bytes : null;
   fetched.delete(id);
   try {
     if (!bytes) throw new Error(`piece ${id} was not fetched`);
@@ -30,17 +31,21 @@ async function convert({ id, piece }) {
 
 function handle(msg) {
   switch (msg.op) {
+    case 'file':
+      files.set(msg.fid, { file: msg.file, tag: msg.tag });
+      break;
     case 'fetch': {
-      const p = msg.file.slice(msg.offset, msg.offset + msg.n).arrayBuffer();
-      p.catch(() => {}); // reported when the piece is converted
-      fetched.set(msg.id, p);
+      const f = files.get(msg.fid);
+      const bytes = f ? f.file.slice(msg.offset, msg.offset + msg.n).arrayBuffer() : Promise.reject(new Error(`file ${msg.fid} was not sent`));
+      bytes.catch(() => {}); // reported when the piece is converted
+      fetched.set(msg.id, { bytes, tag: msg.tag });
       break;
     }
     case 'convert':
       convert(msg);
       break;
-    case 'clear':
-      fetched.clear();
+    case 'clear': // an export ended: drop what it fetched and did not convert
+      for (const m of [fetched, files]) for (const [k, v] of m) if (v.tag === msg.tag) m.delete(k);
       break;
   }
 }

@@ -49,14 +49,15 @@
   // tensors from the Files (ahead of time, as announced by the page's
   // instance) and convert them (jsbridge/worker.go). Without workers (or if
   // they fail to start) the page's instance does everything itself.
-  const poolSize = () => Math.max(1, Math.min(navigator.hardwareConcurrency || 2, 4));
+  const poolSize = () => Math.max(1, Math.min((navigator.hardwareConcurrency || 2) - 1, 4));
 
   async function startPool(module) {
     if (typeof Worker !== 'function') return null;
+    let converted = 0; // pieces the workers converted, for memory()
     const n = poolSize();
     const workers = [];
     for (let i = 0; i < n; i++) {
-      const w = { worker: new Worker(new URL('lorapte-worker.js', here)), pending: new Map(), fetched: 0, memory: 0 };
+      const w = { worker: new Worker(new URL('lorapte-worker.js', here)), pending: new Map(), files: new Map(), memory: 0 };
       w.ready = new Promise((resolve, reject) => {
         w.worker.onmessage = (e) => {
           const m = e.data;
@@ -65,7 +66,7 @@
           const p = w.pending.get(m.id);
           if (!p) return;
           w.pending.delete(m.id);
-          if (m.error === undefined) { p.resolve(m); return; }
+          if (m.error === undefined) { converted++; p.resolve(m); return; }
           const err = new Error(m.error);
           if (m.slow) err.name = 'SlowPath';
           p.reject(err);
@@ -85,12 +86,26 @@
     let turn = 0;
     return {
       size: n,
-      /** A worker starts reading n bytes at offset of file; returns a handle for convert. */
-      fetch(file, offset, n) {
-        const w = workers[turn++ % workers.length];
+      /**
+       * A worker starts reading n bytes at offset of file for the export
+       * tagged tag; returns a handle for convert.
+       */
+      fetch(file, offset, n, tag) {
+        const k = turn++ % workers.length;
+        const w = workers[k];
         const id = next++;
-        w.worker.postMessage({ op: 'fetch', id, file, offset, n });
-        return { w: workers.indexOf(w), id };
+        // Each File goes to a worker once per export (cloning it per
+        // message would cost a round trip to the browser each time).
+        if (!w.files.has(tag)) w.files.set(tag, new Map());
+        const files = w.files.get(tag);
+        let fid = files.get(file);
+        if (fid === undefined) {
+          fid = id;
+          files.set(file, fid);
+          w.worker.postMessage({ op: 'file', fid, file, tag });
+        }
+        w.worker.postMessage({ op: 'fetch', id, fid, offset, n, tag });
+        return { w: k, id };
       },
       /** That worker converts the fetched bytes: Promise<{out, scales}>. */
       convert(handle, piece) {
@@ -100,9 +115,15 @@
           w.worker.postMessage({ op: 'convert', id: handle.id, piece });
         });
       },
-      /** Workers drop bytes fetched and never converted (end of an export). */
-      clear() { for (const w of workers) w.worker.postMessage({ op: 'clear' }); },
+      /** The export tagged tag ended: workers drop what it fetched and did not convert. */
+      clear(tag) {
+        for (const w of workers) {
+          w.files.delete(tag);
+          w.worker.postMessage({ op: 'clear', tag });
+        }
+      },
       memoryBytes: () => workers.reduce((s, w) => s + w.memory, 0),
+      converted: () => converted,
     };
   }
 
@@ -239,13 +260,17 @@
      * Memory diagnostics: wasmBytes is the size of the wasm linear memory
      * of the page's instance plus its conversion workers' (workerBytes,
      * workers); linear memory only ever grows, so it is the peak so far.
+     * workerPieces counts the pieces the workers converted.
      * The rest are the page instance's Go runtime.MemStats Sys, HeapSys,
      * HeapInuse in bytes.
      */
     memory: async () => {
       await core();
       const workerBytes = pool ? pool.memoryBytes() : 0;
-      return { wasmBytes: wasmMemory.buffer.byteLength + workerBytes, workerBytes, workers: pool ? pool.size : 0, ...coreNow.memStats() };
+      return {
+        wasmBytes: wasmMemory.buffer.byteLength + workerBytes, workerBytes,
+        workers: pool ? pool.size : 0, workerPieces: pool ? pool.converted() : 0, ...coreNow.memStats(),
+      };
     },
     classify,
   };

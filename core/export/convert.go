@@ -236,27 +236,34 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 	// goroutines.
 	step := batchRows(j)
 	workers := e.jobWorkers(j)
-	for len(e.scratch) < workers {
+	// Batches converted elsewhere (PieceConverter) overlap: while one is
+	// converted the next ones are on their way, so the workers never wait
+	// for a round trip to the page. Here one batch at a time keeps all
+	// cores busy already.
+	depth := 1
+	if f, _, _ := raw.Outer(); f != nil {
+		if _, ok := f.(PieceConverter); ok {
+			depth = remoteBatches
+		}
+	}
+	for len(e.scratch) < depth*workers {
 		e.scratch = append(e.scratch, &scratch{})
 	}
 	es := info.DType.Size()
 
-	// One chunk's rows [r, r+n) split into parts, each converted into its
-	// slice of out.
-	convertChunk := func(r, n int, out []byte) error {
+	// One batch's rows [r, r+n) split into parts, each converted into its
+	// slice of out; slot picks the batch's scratch buffers.
+	convertChunk := func(slot, r, n int, out []byte) error {
 		parts := splitRows(n, workers)
-		if len(parts) == 1 {
-			s := e.scratch[0]
-			s.growRaw(n * j.cols * es)
-			return e.convertRows(j, raw, info.DType, s, r, n, out, groups, sc16, sc32)
-		}
-		var wg sync.WaitGroup
 		errs := make([]error, len(parts))
+		var wg sync.WaitGroup
 		for w, ab := range parts {
 			a, b := ab[0], ab[1]
 			part := out[e.outBytes(j, a*j.cols):e.outBytes(j, b*j.cols)]
-			s := e.scratch[w]
-			s.growRaw((b - a) * j.cols * es)
+			s := e.scratch[slot*workers+w]
+			if depth == 1 {
+				s.growRaw((b - a) * j.cols * es)
+			}
 			run := func() { errs[w] = e.convertRows(j, raw, info.DType, s, r+a, b-a, part, groups, sc16, sc32) }
 			if w == len(parts)-1 {
 				run() // the last part runs here
@@ -269,16 +276,20 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 		return errors.Join(errs...)
 	}
 
-	// Finished chunks go to a writer goroutine; two buffers alternate.
+	// Finished batches go to a writer goroutine; buffers take turns.
 	bufBytes := e.outBytes(j, step*j.cols)
-	for i := range e.outBufs {
-		if cap(e.outBufs[i]) < bufBytes {
-			e.outBufs[i] = make([]byte, bufBytes)
+	for len(e.outBufs) < depth+1 {
+		e.outBufs = append(e.outBufs, nil)
+	}
+	bufs := e.outBufs[:max(2, depth+1)]
+	for i := range bufs {
+		if cap(bufs[i]) < bufBytes {
+			bufs[i] = make([]byte, bufBytes)
 		}
 	}
 	var wr *chunkWriter
-	if workers > 1 {
-		wr = startChunkWriter(write, e.outBufs[:])
+	if workers > 1 || depth > 1 {
+		wr = startChunkWriter(write, bufs)
 	}
 	finish := func(err error) error {
 		if wr != nil {
@@ -288,32 +299,67 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 		}
 		return err
 	}
-	next := 0
+	type batch struct {
+		r, n int
+		out  []byte
+		done chan error
+	}
+	var flight []*batch
+	// settle hands the oldest batch in flight to the writer.
+	settle := func() error {
+		b := flight[0]
+		flight = flight[1:]
+		if err := <-b.done; err != nil {
+			for _, o := range flight { // let the others finish with their buffers
+				<-o.done
+			}
+			flight = nil
+			if errors.Is(err, errSlowPath) {
+				err = e.referenceError(j, b.r, b.n)
+			}
+			return err
+		}
+		if e.onRead != nil {
+			e.onRead(int64(b.n*j.cols) * 2)
+		}
+		if wr != nil {
+			wr.send(j.dataKey, b.out)
+			return nil
+		}
+		return write(j.dataKey, b.out)
+	}
+	next, slot := 0, 0
 	for r := 0; r < j.rows; r += step {
 		n := min(step, j.rows-r)
 		var out []byte
 		if wr != nil {
 			if out = wr.buffer(); out == nil {
+				for len(flight) > 0 {
+					settle() //nolint:errcheck // the writer's error is the one reported
+				}
 				return finish(nil) // the writer failed; close reports it
 			}
 		} else {
-			out = e.outBufs[next]
+			out = bufs[next]
 			next ^= 1
 		}
-		out = out[:e.outBytes(j, n*j.cols)]
-		if err := convertChunk(r, n, out); err != nil {
-			if errors.Is(err, errSlowPath) {
-				err = e.referenceError(j, r, n)
+		b := &batch{r: r, n: n, out: out[:e.outBytes(j, n*j.cols)], done: make(chan error, 1)}
+		flight = append(flight, b)
+		if depth == 1 {
+			b.done <- convertChunk(0, r, n, b.out)
+		} else {
+			go func(slot int) { b.done <- convertChunk(slot, b.r, b.n, b.out) }(slot)
+			slot = (slot + 1) % depth
+		}
+		if len(flight) >= depth {
+			if err := settle(); err != nil {
+				return finish(err)
 			}
+		}
+	}
+	for len(flight) > 0 {
+		if err := settle(); err != nil {
 			return finish(err)
-		}
-		if e.onRead != nil {
-			e.onRead(int64(n*j.cols) * 2)
-		}
-		if wr != nil {
-			wr.send(j.dataKey, out)
-		} else if err := write(j.dataKey, out); err != nil {
-			return err
 		}
 	}
 	if err := finish(nil); err != nil {
@@ -324,6 +370,10 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 	}
 	return nil
 }
+
+// remoteBatches is how many batches are in flight when pieces are
+// converted elsewhere (a browser worker pool).
+const remoteBatches = 3
 
 // batchRows is how many rows of j the fast path converts at once.
 func batchRows(j *job) int { return min(chunkRows(j.cols)*chunksPerBatch, j.rows) }

@@ -284,7 +284,7 @@ type encoder struct {
 	workers   int  // 0: GOMAXPROCS
 	reference bool // tests: use the single-goroutine reference loop
 	scratch   []*scratch
-	outBufs   [2][]byte
+	outBufs   [][]byte
 }
 
 // encode writes every job of the plan to bw in plan order.
