@@ -186,7 +186,12 @@ func (b *browserBench) markdown() string {
 	m.WriteString("with one adapter the first export did not have, once into a file (the cached bytes are copied by the browser)\n")
 	m.WriteString("and once returning a `Blob` (the API's default output; the cached blobs join it by reference). Percentages are\n")
 	m.WriteString("of the full browser export. Each export runs on a freshly loaded page, so the wasm linear memory afterwards (it\n")
-	m.WriteString("never shrinks) is its peak. Fastest of the same number of runs as natively.\n\n")
+	m.WriteString("never shrinks) is its peak; it is the sum of the page's instance and its conversion workers'. Fastest of the same\n")
+	m.WriteString("number of runs as natively.\n\n")
+	fmt.Fprintf(&m, "The page converts in a pool of %d Web Worker(s) (one fewer than `navigator.hardwareConcurrency`, at most 4), each\n", b.rows[0].res.Full.Workers)
+	m.WriteString("running its own instance of lorapte.wasm: they fetch the pieces of the tensors from the `File`s, ahead of time, and\n")
+	m.WriteString("convert them; the page's instance plans, writes the output and the cache. Files of adapters (≤ 64 MB) are\n")
+	m.WriteString("converted on the page's thread.\n\n")
 	m.WriteString(strings.TrimPrefix(b.table(), "\n"))
 	fmt.Fprintf(&m, "\nTargets: browser ≤ %.0f× the native export time, peak wasm memory ≤ %d GiB, cached-base re-export ≤ %.0f %% of the\nfull browser export.\n",
 		targetBrowserRatio, targetWasmMiB/1024, targetCachedPercent)

@@ -77,7 +77,8 @@ type Export struct {
 	Planned   time.Duration // of Wall: reading headers, fingerprinting and planning, up to the first output byte
 	Cache     time.Duration // of Wall: storing the converted base after the write
 	Size      int64         // output bytes
-	WasmBytes int64         // wasm linear memory afterwards: the page's peak
+	WasmBytes int64         // wasm linear memory afterwards, of the page's instance and its workers': the peak
+	Workers   int           // conversion workers the page used
 	GoSys     int64         // Go runtime's MemStats.Sys afterwards
 	Notices   []string
 	SHA256    string // hex digest of the output, with Config.Digest
@@ -167,7 +168,7 @@ window.benchExport = async (spec) => {
   const size = out.size;
   if (root) await root.removeEntry('bench.pte');
   return { ms: t1 - t0, cacheMs: 'cache' in stages ? t1 - t0 - stages.cache : 0, size, baseId: res.baseId || '',
-    notices: res.notices, wasmBytes: mem.wasmBytes, goSys: mem.sys, sha256, stages, timeline };
+    notices: res.notices, wasmBytes: mem.wasmBytes, workers: mem.workers || 0, goSys: mem.sys, sha256, stages, timeline };
 };
 window.benchClearCache = async () => {
   for (const b of await lorapte.cachedBases()) await lorapte.deleteCachedBase(b.id);
@@ -186,6 +187,7 @@ type jsResult struct {
 	BaseID   string             `json:"baseId"`
 	Notices  []string           `json:"notices"`
 	WasmSize float64            `json:"wasmBytes"`
+	Workers  int                `json:"workers"`
 	GoSys    float64            `json:"goSys"`
 	SHA256   string             `json:"sha256"`
 	Stages   map[string]float64 `json:"stages"`
@@ -194,7 +196,7 @@ type jsResult struct {
 
 func (r jsResult) export() Export {
 	return Export{Wall: time.Duration(r.MS * float64(time.Millisecond)), Cache: time.Duration(r.CacheMS * float64(time.Millisecond)),
-		Size: int64(r.Size), WasmBytes: int64(r.WasmSize), GoSys: int64(r.GoSys), Notices: r.Notices, SHA256: r.SHA256,
+		Size: int64(r.Size), WasmBytes: int64(r.WasmSize), Workers: r.Workers, GoSys: int64(r.GoSys), Notices: r.Notices, SHA256: r.SHA256,
 		Planned: time.Duration(r.Stages["write"] * float64(time.Millisecond)), Timeline: r.timeline()}
 }
 
