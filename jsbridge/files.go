@@ -17,10 +17,15 @@ import (
 	"lorapte/core/export"
 )
 
-// Read-ahead: sequential reads are served from one window per file, so the
-// exporter's row-by-row reads cost one JS call per window. Scattered small
-// reads (the base digest samples 4 KiB every 4 MiB) fetch only minRead
-// bytes, so sampling never reads the whole checkpoint.
+// Reading a File costs a round trip to the browser per read, so:
+//   - the converter's large reads are announced ahead (ReadAhead) and
+//     requested while earlier ones are converted (or, for files the worker
+//     pool converts, fetched by the workers);
+//   - other sequential reads are served from one window per file, so
+//     row-by-row reads cost one JS call per window;
+//   - scattered small reads (the base digest's samples) fetch only minRead
+//     bytes, so sampling never reads the whole checkpoint;
+//   - small files (adapters, up to wholeFile) are read whole on first use.
 const (
 	DefaultWindow = 4 << 20
 	minRead       = 32 << 10

@@ -81,7 +81,12 @@
       w.worker.postMessage({ op: 'start', module, wasmExec: new URL('wasm_exec.js', here).href });
       workers.push(w);
     }
-    await Promise.all(workers.map((w) => w.ready));
+    try {
+      await Promise.all(workers.map((w) => w.ready));
+    } catch (e) {
+      for (const w of workers) w.worker.terminate();
+      throw e;
+    }
     let next = 0;
     let turn = 0;
     return {

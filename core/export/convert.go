@@ -9,16 +9,11 @@ package export
 // so the output bytes do not either. With one worker (GOMAXPROCS 1, the
 // browser) everything runs in the calling goroutine.
 //
-// Quantization reproduces quant.QuantizeRowsF16 exactly, specialised:
-//   - inputs are rounded to float16 once while decoding, so the quantizer
-//     never re-rounds them (quantizeF16Exact);
-//   - bfloat16 sources, the common case, are quantized straight from their
-//     bytes (quantizeBF16): a block's |x| maximum with SWAR integer maxima,
-//     then each code is one lookup in a 64 KB table of the codes of every
-//     bfloat16 value for that block's scale. Scales repeat from block to
-//     block, so tables are cached per worker.
-// Tests check every kernel against package quant and the whole weight blob
-// against the plain reference loop (convertReference), for 1..4 workers.
+// The kernels (decoding, the float16-exact and bfloat16 quantizers and
+// their code tables) live in package quant beside the reference quantizer
+// they reproduce exactly; each worker's scratch keeps its own code tables.
+// Tests check the whole weight blob against the plain reference loop
+// (convertReference), for 1..4 workers.
 
 import (
 	"encoding/binary"
@@ -27,7 +22,6 @@ import (
 	"io"
 	"math"
 	"runtime"
-	"sort"
 	"sync"
 
 	"lorapte/core/milblob"
@@ -168,7 +162,7 @@ type scratch struct {
 	raw    []byte
 	vals   []float32
 	codes  []int8
-	tables tableCache
+	tables quant.CodeTables
 }
 
 func (s *scratch) growRaw(n int) {
@@ -446,7 +440,7 @@ func (e *encoder) announce(j *job) {
 
 func scaleBytes(sc16 []uint16, sc32 []float32, fp32 bool) []byte {
 	if fp32 {
-		return putF32(make([]byte, 4*len(sc32)), sc32)
+		return quant.PutF32(make([]byte, 4*len(sc32)), sc32)
 	}
 	b := make([]byte, 2*len(sc16))
 	for i, s := range sc16 {
@@ -507,20 +501,20 @@ func (s *scratch) convert(p Piece, src, out []byte, sc16 []uint16, sc32 []float3
 	n, cnt := p.Rows, p.Rows*p.Cols
 	if p.DType == safetensors.BF16 && !p.FP32 && p.Quant {
 		g := p.Cols / p.Groups
-		if (p.Bits == 8 || g%2 == 0) && quantizeBF16(src, n, p.Cols, g, p.Bits, out, sc16, &s.tables) {
+		if (p.Bits == 8 || g%2 == 0) && quant.QuantizeBF16(src, n, p.Cols, g, p.Bits, out, sc16, &s.tables) {
 			return nil
 		}
 	}
 	s.growVals(cnt)
 	vals := s.vals[:cnt]
-	if !decode(vals, src, p.DType, p.FP32) {
+	if !quant.DecodeFloats(vals, src, sourceFormat(p.DType), p.FP32) {
 		return errSlowPath
 	}
 	switch {
 	case !p.Quant && p.FP32:
-		putF32(out, vals)
+		quant.PutF32(out, vals)
 	case !p.Quant:
-		putF16(out, vals)
+		quant.PutF16(out, vals)
 	default:
 		codes := s.codes[:cnt]
 		if p.FP32 {
@@ -528,7 +522,7 @@ func (s *scratch) convert(p Piece, src, out []byte, sc16 []uint16, sc32 []float3
 				return err
 			}
 		} else {
-			quantizeF16Exact(vals, n, p.Cols, p.Cols/p.Groups, p.Bits, codes, sc16)
+			quant.QuantizeF16Exact(vals, n, p.Cols, p.Cols/p.Groups, p.Bits, codes, sc16)
 		}
 		if p.Bits == 4 {
 			milblob.PackInt4Into(out, codes)
@@ -541,341 +535,16 @@ func (s *scratch) convert(p Piece, src, out []byte, sc16 []uint16, sc32 []float3
 	return nil
 }
 
-// decode converts little-endian source values of dtype dt to float32; in
-// float16 mode they are rounded to float16 as the export's cast does. It
-// returns false if a value is not finite (or, in float16 mode, overflows
-// float16).
-func decode(dst []float32, src []byte, dt safetensors.DType, fp32 bool) bool {
+// sourceFormat is quant's name for a float source dtype (the fast path
+// only sees F32, F16 and BF16).
+func sourceFormat(dt safetensors.DType) quant.Format {
 	switch dt {
 	case safetensors.BF16:
-		return decode16(dst, src, true, fp32)
+		return quant.FormatBF16
 	case safetensors.F16:
-		return decode16(dst, src, false, fp32)
+		return quant.FormatF16
 	}
-	_ = src[:4*len(dst)]
-	if fp32 {
-		for i := range dst {
-			v := math.Float32frombits(uint32(src[4*i]) | uint32(src[4*i+1])<<8 | uint32(src[4*i+2])<<16 | uint32(src[4*i+3])<<24)
-			if v-v != 0 {
-				return false
-			}
-			dst[i] = v
-		}
-		return true
-	}
-	for i := range dst {
-		v := math.Float32frombits(uint32(src[4*i]) | uint32(src[4*i+1])<<8 | uint32(src[4*i+2])<<16 | uint32(src[4*i+3])<<24)
-		r, ok := roundF16(v)
-		if !ok {
-			return false
-		}
-		dst[i] = r
-	}
-	return true
-}
-
-// roundF16 rounds v to float16 (as float32); ok is false if the result is
-// not finite.
-func roundF16(v float32) (float32, bool) {
-	b := math.Float32bits(v)
-	r := (b + 0xfff + (b>>13)&1) &^ 0x1fff
-	if (b>>23)&0xff-113 <= 142-113 && (r>>23)&0xff <= 142 {
-		return math.Float32frombits(r), true // normal float16 range
-	}
-	x := quant.RoundF16(v) // zero, subnormal, overflow, NaN
-	return x, x-x == 0
-}
-
-// decode16 converts 2-byte source values; bf16 selects bfloat16 (else
-// IEEE float16). Float16 sources are exact float16 values already; a
-// bfloat16 value is one unless it is subnormal in float16.
-func decode16(dst []float32, src []byte, bf16, fp32 bool) bool {
-	_ = src[:2*len(dst)]
-	switch {
-	case bf16 && fp32:
-		for i := range dst {
-			v := math.Float32frombits(uint32(src[2*i])<<16 | uint32(src[2*i+1])<<24)
-			if v-v != 0 {
-				return false
-			}
-			dst[i] = v
-		}
-	case bf16:
-		// bfloat16's 7 mantissa bits fit float16's 10, so a value in
-		// float16's normal range (biased float32 exponent 113..142) is
-		// already a float16; others take roundF16's slow path.
-		for i := range dst {
-			b := uint32(src[2*i])<<16 | uint32(src[2*i+1])<<24
-			if (b>>23)&0xff-113 <= 142-113 {
-				dst[i] = math.Float32frombits(b)
-				continue
-			}
-			r, ok := roundF16(math.Float32frombits(b))
-			if !ok {
-				return false
-			}
-			dst[i] = r
-		}
-	default:
-		for i := range dst {
-			h := uint16(src[2*i]) | uint16(src[2*i+1])<<8
-			if h&0x7c00 == 0x7c00 {
-				return false // Inf or NaN
-			}
-			dst[i] = quant.F16ToF32(h)
-		}
-	}
-	return true
-}
-
-// Float16 quantization constants (as in package quant).
-const (
-	magic = 1.5 * (1 << 23) // adding and subtracting it rounds half to even
-)
-
-// quantizeF16Exact is quant.QuantizeRowsF16 for values that are already
-// float16 (and finite): the same scale, inverse and code arithmetic in
-// float32 with float16 rounding, without re-rounding the inputs.
-//
-// Two shortcuts are exact here: |x| as a bit mask (the maximum of
-// non-negative floats is the maximum of their bit patterns), and rounding
-// x*inv to float16 by bit arithmetic without the range check, because
-// |x*inv| ≤ about 128 can neither overflow nor, below float16's normal
-// range, round to anything but code 0.
-func quantizeF16Exact(w []float32, rows, cols, g, bits int, codes []int8, scales []uint16) {
-	qmin, qmax, div := codeRange(bits)
-	per := cols / g
-	for r := 0; r < rows; r++ {
-		for b := 0; b < per; b++ {
-			off := r*cols + b*g
-			blk := w[off : off+g]
-			var amax uint32
-			for _, x := range blk {
-				amax = max(amax, math.Float32bits(x)&0x7fffffff)
-			}
-			var inv float32
-			scales[r*per+b], inv = quant.ScaleF16(math.Float32frombits(amax), div)
-			out := codes[off : off+g]
-			for c, x := range blk {
-				out[c] = int8(code(x*inv, qmin, qmax))
-			}
-		}
-	}
-}
-
-// codeRange gives the code range and torchao's divisor for amax.
-func codeRange(bits int) (qmin, qmax int32, div float32) {
-	if bits == 8 {
-		return -128, 127, 127.5
-	}
-	return -8, 7, 7.5
-}
-
-// code is clamp(round_half_even(float16(p))) for |p| ≲ 128 (see
-// quantizeF16Exact).
-func code(p float32, qmin, qmax int32) int32 {
-	pb := math.Float32bits(p)
-	r := math.Float32frombits((pb + 0xfff + (pb>>13)&1) &^ 0x1fff)
-	return min(max(int32(float32(float32(r+magic)-magic)), qmin), qmax)
-}
-
-// quantizeBF16 is quantizeF16Exact reading bfloat16 source bytes directly
-// and writing packed codes (int4 needs an even group size), without a
-// float32 buffer. A bfloat16 value in float16's normal range is exactly a
-// float16. One below it (|x| < 2^-14) would round to a float16 subnormal,
-// but that changes nothing: its code is 0 either way (|x·inv| < 2^-14·1024
-// since the scale is at least 2^-10), and if it is the block's largest
-// magnitude the scale is the 2^-10 floor either way. A block that
-// overflows float16 (or holds Inf/NaN) returns false: the caller's general
-// path reports it.
-func quantizeBF16(src []byte, rows, cols, g, bits int, out []byte, scales []uint16, tc *tableCache) bool {
-	_, _, div := codeRange(bits)
-	blocks := rows * (cols / g)
-	_ = src[:2*blocks*g]
-	for k := 0; k < blocks; k++ {
-		s := src[2*k*g : 2*(k+1)*g]
-		sb, inv, ok := bf16BlockScale(s, div)
-		if !ok {
-			return false
-		}
-		scales[k] = sb
-		switch {
-		case g < minTableBlock && bits == 4:
-			codes4Direct(out[k*g/2:(k+1)*g/2], s, inv)
-		case g < minTableBlock:
-			codes8Direct(out[k*g:(k+1)*g], s, inv)
-		case bits == 4:
-			tc.get(bits, sb, inv).codes4(out[k*g/2:(k+1)*g/2], s)
-		default:
-			tc.get(bits, sb, inv).codes8(out[k*g:(k+1)*g], s)
-		}
-	}
-	return true
-}
-
-// codeTable is the code of every bfloat16 bit pattern for one block scale,
-// so converting a value is one lookup instead of ~15 float operations.
-// Blocks share scales (a scale is one of the few float16 values near
-// amax/div), so each table is built once per worker and scale. Codes are
-// monotone in x, so a table is filled run by run: one search per distinct
-// code.
-type codeTable [1 << 16]int8
-
-// minTableBlock is the smallest block worth a table: small groups (b4w)
-// have too many distinct scales to reuse tables.
-const minTableBlock = 512
-
-// bf16Top is the largest bfloat16 magnitude that fits float16 (65280);
-// blocks holding larger ones never reach a table.
-const bf16Top = 0x477f
-
-// newCodeTable fills t (a new table if nil) for bits and inv.
-func newCodeTable(t *codeTable, bits int, inv float32) *codeTable {
-	qmin, qmax, _ := codeRange(bits)
-	if t == nil {
-		t = new(codeTable)
-	}
-	for _, sign := range []uint32{0, 0x8000} {
-		f := func(a int) int32 {
-			return code(math.Float32frombits(uint32(a)<<16|sign<<16)*inv, qmin, qmax)
-		}
-		half := t[sign : sign+0x8000]
-		for a := 0; a <= bf16Top; {
-			v := f(a)
-			// The run of v ends at the first b > a with f(b) != v: gallop
-			// to bracket it, then bisect.
-			lo, step := a, 1 // f(lo) == v
-			for lo+step <= bf16Top && f(lo+step) == v {
-				lo += step
-				step *= 2
-			}
-			hi := min(lo+step, bf16Top+1) // f(hi) != v, or past the end
-			end := lo + 1 + sort.Search(hi-lo-1, func(i int) bool { return f(lo+1+i) != v })
-			fill(half[a:end], int8(v))
-			a = end
-		}
-		fill(half[bf16Top+1:], half[bf16Top])
-	}
-	return t
-}
-
-// fill sets every element of b to v by doubling copies.
-func fill(b []int8, v int8) {
-	if len(b) == 0 {
-		return
-	}
-	b[0] = v
-	for n := 1; n < len(b); n *= 2 {
-		copy(b[n:], b[:n])
-	}
-}
-
-// codes4 writes packed int4 codes of the bfloat16 pairs in s (len(s) is
-// 4*len(o)).
-func (t *codeTable) codes4(o, s []byte) {
-	s = s[:4*len(o)]
-	for i := range o {
-		u := binary.LittleEndian.Uint32(s[4*i:])
-		o[i] = byte(t[u&0xffff])&0xf | byte(t[u>>16])<<4
-	}
-}
-
-// codes8 writes int8 codes of the bfloat16 values in s.
-func (t *codeTable) codes8(o, s []byte) {
-	s = s[:2*len(o)]
-	for i := range o {
-		o[i] = byte(t[binary.LittleEndian.Uint16(s[2*i:])])
-	}
-}
-
-// tableCache keeps one worker's code tables by bits and scale, bounded.
-type tableCache struct {
-	m    map[uint32]*codeTable
-	free []*codeTable // evicted tables, reused
-}
-
-// maxTables bounds a worker's tables (64 KB each).
-const maxTables = 128
-
-func (c *tableCache) get(bits int, scale uint16, inv float32) *codeTable {
-	key := uint32(bits)<<16 | uint32(scale)
-	if t := c.m[key]; t != nil {
-		return t
-	}
-	if c.m == nil || len(c.m) >= maxTables {
-		for _, t := range c.m {
-			c.free = append(c.free, t)
-		}
-		c.m = map[uint32]*codeTable{}
-	}
-	var t *codeTable
-	if n := len(c.free); n > 0 {
-		t, c.free = c.free[n-1], c.free[:n-1]
-	}
-	t = newCodeTable(t, bits, inv)
-	c.m[key] = t
-	return t
-}
-
-// codes4Direct writes packed int4 codes of the bfloat16 pairs in s
-// (len(s) is 4*len(o)) scaled by inv, without a table. A small function
-// keeps the loop's values in registers.
-func codes4Direct(o, s []byte, inv float32) {
-	s = s[:4*len(o)]
-	for i := range o {
-		u := binary.LittleEndian.Uint32(s[4*i:])
-		c0 := code(math.Float32frombits(u<<16)*inv, -8, 7)
-		c1 := code(math.Float32frombits(u&^0xffff)*inv, -8, 7)
-		o[i] = byte(c0)&0xf | byte(c1)<<4
-	}
-}
-
-// codes8Direct writes int8 codes of the bfloat16 values in s scaled by
-// inv, without a table.
-func codes8Direct(o, s []byte, inv float32) {
-	s = s[:2*len(o)]
-	for i := range o {
-		x := math.Float32frombits(uint32(binary.LittleEndian.Uint16(s[2*i:])) << 16)
-		o[i] = byte(code(x*inv, -128, 127))
-	}
-}
-
-// bf16BlockScale is the scale bits and inverse of a block of bfloat16
-// bytes; ok is false if the block overflows float16. Bit patterns of |x|
-// order like the values; above 0x477f (65280) a bfloat16 overflows
-// float16 or is not finite.
-func bf16BlockScale(s []byte, div float32) (scale uint16, inv float32, ok bool) {
-	var m0, m1, m2, m3 uint64 // four lanes of 16 bits each; independent chains
-	for len(s) >= 32 {
-		m0 = maxLanes(m0, binary.LittleEndian.Uint64(s)&0x7fff7fff7fff7fff)
-		m1 = maxLanes(m1, binary.LittleEndian.Uint64(s[8:])&0x7fff7fff7fff7fff)
-		m2 = maxLanes(m2, binary.LittleEndian.Uint64(s[16:])&0x7fff7fff7fff7fff)
-		m3 = maxLanes(m3, binary.LittleEndian.Uint64(s[24:])&0x7fff7fff7fff7fff)
-		s = s[32:]
-	}
-	m0, m1 = maxLanes(m0, m2), maxLanes(m1, m3)
-	var amax uint64
-	for _, m := range [2]uint64{m0, m1} {
-		amax = max(amax, m&0xffff, m>>16&0xffff, m>>32&0xffff, m>>48)
-	}
-	for len(s) >= 2 {
-		amax = max(amax, uint64(binary.LittleEndian.Uint16(s)&0x7fff))
-		s = s[2:]
-	}
-	if amax > 0x477f {
-		return 0, 0, false
-	}
-	scale, inv = quant.ScaleF16(math.Float32frombits(uint32(amax)<<16), div)
-	return scale, inv, true
-}
-
-// maxLanes is the lane-wise maximum of four 15-bit values in 16-bit lanes
-// (SWAR: the top bit of each lane of a|0x8000.. - b is set where a >= b).
-func maxLanes(a, b uint64) uint64 {
-	const h = 0x8000800080008000
-	ge := ((a | h) - b) & h // lane top bit: a >= b
-	mask := ge - ge>>15     // 0x7fff in lanes where a >= b (values are 15-bit)
-	return a&mask | b&^mask
+	return quant.FormatF32
 }
 
 // chunkWriter writes finished chunks in order on its own goroutine.
@@ -965,9 +634,9 @@ func (e *encoder) convertReference(j *job, write func(key string, b []byte) erro
 		var chunk []byte
 		switch {
 		case j.enc == encFloat && e.fp32:
-			chunk = putF32(e.out, vals)
+			chunk = quant.PutF32(e.out, vals)
 		case j.enc == encFloat:
-			chunk = putF16(e.out, vals)
+			chunk = quant.PutF16(e.out, vals)
 		default:
 			codes := e.codes[:len(vals)]
 			var err error

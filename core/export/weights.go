@@ -3,7 +3,6 @@ package export
 import (
 	"fmt"
 	"io"
-	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -405,22 +404,4 @@ func checkFinite(vals []float32, j *job, row int, what string) error {
 		}
 	}
 	return nil
-}
-
-func putF16(dst []byte, vals []float32) []byte {
-	dst = dst[:2*len(vals)]
-	for i, v := range vals {
-		h := quant.F32ToF16(v)
-		dst[2*i], dst[2*i+1] = byte(h), byte(h>>8)
-	}
-	return dst
-}
-
-func putF32(dst []byte, vals []float32) []byte {
-	dst = dst[:4*len(vals)]
-	for i, v := range vals {
-		u := math.Float32bits(v)
-		dst[4*i], dst[4*i+1], dst[4*i+2], dst[4*i+3] = byte(u), byte(u>>8), byte(u>>16), byte(u>>24)
-	}
-	return dst
 }
