@@ -13,13 +13,14 @@ import (
 	"lorapte/core/export"
 )
 
-// The conversion runs on every core through a pool of Web Workers, each
-// with its own instance of the same wasm module (a wasm instance has one
-// thread). The page's instance plans and writes the output; the pieces of
-// the tensors it will convert are announced ahead (export's ReadAhead),
-// and each is fetched from the File by a worker (Pool.fetch) while others
-// are converted. When the page's instance reaches a piece it asks that
-// worker to convert it (Pool.convert); the worker converts the bytes with
+// The conversion runs on every core through a pool of Web Workers
+// (site/lorapte-worker.js): converters, each with its own instance of the
+// same wasm module (a wasm instance has one thread), and a reader. The
+// page's instance plans and writes the output; the pieces of the tensors
+// it will convert are announced ahead (export's ReadAhead), and the reader
+// fetches each from the File and hands it to a converter (Pool.fetch)
+// while others are converted. When the page's instance reaches a piece it
+// asks that converter to convert it (Pool.convert); the converter runs
 // export.Converter, the code that would run in the page, and transfers the
 // result back. So the bytes are the same whichever instance converts a
 // piece, and the page's thread neither reads nor converts tensor data.
@@ -85,8 +86,8 @@ func RegisterWorker(global js.Value, name string) {
 // Pool is the page's worker pool (site/lorapte.js):
 //
 //	size                          number of workers
-//	fetch(file, offset, n, tag)   a worker starts reading; returns a handle (synchronously)
-//	convert(handle, piece)        Promise<{out, scales}>: that worker converts the bytes;
+//	fetch(file, offset, n, tag)   the reader starts reading for a converter; returns a handle (synchronously)
+//	convert(handle, piece)        Promise<{out, scales}>: that converter converts the bytes;
 //	                              rejects with an Error named "SlowPath" when the fast path declined
 //	clear(tag)                    workers drop what the export tagged tag fetched and did not convert
 //

@@ -44,47 +44,55 @@
   // ---- the conversion workers ------------------------------------------------
 
   // Wasm runs on one thread per instance, so the conversion runs in a pool
-  // of Web Workers, each with its own instance of the same module: the
-  // page's instance plans and writes; the workers fetch pieces of the
-  // tensors from the Files (ahead of time, as announced by the page's
-  // instance) and convert them (jsbridge/worker.go). Without workers (or if
-  // they fail to start) the page's instance does everything itself.
+  // of Web Workers (lorapte-worker.js): converters, each with its own
+  // instance of the same module, and one reader that fetches the pieces of
+  // the tensors from the Files ahead of time (as announced by the page's
+  // instance) and hands each to the converter that will convert it. The
+  // page's instance plans and writes (jsbridge/worker.go). Without workers
+  // (or if they fail to start) the page's instance does everything itself.
   const poolSize = () => Math.max(1, Math.min((navigator.hardwareConcurrency || 2) - 1, 4));
 
   async function startPool(module) {
     if (typeof Worker !== 'function') return null;
     let converted = 0; // pieces the workers converted, for memory()
     const n = poolSize();
-    const workers = [];
+    const spawn = () => new Worker(new URL('lorapte-worker.js', here));
+    const ready = (worker, onMessage) => new Promise((resolve, reject) => {
+      worker.onmessage = (e) => {
+        if ('ready' in e.data) { if (e.data.ready) resolve(); else reject(new Error(e.data.error)); return; }
+        onMessage(e.data);
+      };
+      worker.onerror = (e) => reject(new Error(`conversion worker failed: ${e.message || 'unknown error'}`));
+    });
+    const converters = [];
+    const readerPorts = [];
     for (let i = 0; i < n; i++) {
-      const w = { worker: new Worker(new URL('lorapte-worker.js', here)), pending: new Map(), files: new Map(), memory: 0 };
-      w.ready = new Promise((resolve, reject) => {
-        w.worker.onmessage = (e) => {
-          const m = e.data;
-          if ('ready' in m) { if (m.ready) resolve(); else reject(new Error(m.error)); return; }
-          if (m.memory) w.memory = Math.max(w.memory, m.memory);
-          const p = w.pending.get(m.id);
-          if (!p) return;
-          w.pending.delete(m.id);
-          if (m.error === undefined) { converted++; p.resolve(m); return; }
-          const err = new Error(m.error);
-          if (m.slow) err.name = 'SlowPath';
-          p.reject(err);
-        };
-        w.worker.onerror = (e) => {
-          const err = new Error(`conversion worker failed: ${e.message || 'unknown error'}`);
-          reject(err);
-          for (const p of w.pending.values()) p.reject(err);
-          w.pending.clear();
-        };
+      const w = { worker: spawn(), pending: new Map(), memory: 0 };
+      const ch = new MessageChannel();
+      readerPorts.push(ch.port1);
+      const failAll = (err) => { for (const p of w.pending.values()) p.reject(err); w.pending.clear(); };
+      w.ready = ready(w.worker, (m) => {
+        if (m.memory) w.memory = Math.max(w.memory, m.memory);
+        const p = w.pending.get(m.id);
+        if (!p) return;
+        w.pending.delete(m.id);
+        if (m.error === undefined) { converted++; p.resolve(m); return; }
+        const err = new Error(m.error);
+        if (m.slow) err.name = 'SlowPath';
+        p.reject(err);
       });
-      w.worker.postMessage({ op: 'start', module, wasmExec: new URL('wasm_exec.js', here).href });
-      workers.push(w);
+      w.ready.catch(failAll);
+      w.worker.postMessage({ op: 'start', module, wasmExec: new URL('wasm_exec.js', here).href, port: ch.port2 }, [ch.port2]);
+      converters.push(w);
     }
+    const reader = { worker: spawn(), files: new Map() };
+    reader.ready = ready(reader.worker, () => {});
+    reader.worker.postMessage({ op: 'reader', ports: readerPorts }, readerPorts);
+    const all = [reader, ...converters];
     try {
-      await Promise.all(workers.map((w) => w.ready));
+      await Promise.all(all.map((w) => w.ready));
     } catch (e) {
-      for (const w of workers) w.worker.terminate();
+      for (const w of all) w.worker.terminate();
       throw e;
     }
     let next = 0;
@@ -92,42 +100,40 @@
     return {
       size: n,
       /**
-       * A worker starts reading n bytes at offset of file for the export
-       * tagged tag; returns a handle for convert.
+       * The reader starts reading n bytes at offset of file for the export
+       * tagged tag, for the next converter in turn; returns a handle for
+       * convert.
        */
       fetch(file, offset, n, tag) {
-        const k = turn++ % workers.length;
-        const w = workers[k];
+        const k = turn++ % converters.length;
         const id = next++;
-        // Each File goes to a worker once per export (cloning it per
+        // Each File goes to the reader once per export (cloning it per
         // message would cost a round trip to the browser each time).
-        if (!w.files.has(tag)) w.files.set(tag, new Map());
-        const files = w.files.get(tag);
+        if (!reader.files.has(tag)) reader.files.set(tag, new Map());
+        const files = reader.files.get(tag);
         let fid = files.get(file);
         if (fid === undefined) {
           fid = id;
           files.set(file, fid);
-          w.worker.postMessage({ op: 'file', fid, file, tag });
+          reader.worker.postMessage({ op: 'file', fid, file, tag });
         }
-        w.worker.postMessage({ op: 'fetch', id, fid, offset, n, tag });
-        return { w: k, id };
+        reader.worker.postMessage({ op: 'fetch', id, fid, offset, n, tag, to: k });
+        return { w: k, id, tag };
       },
-      /** That worker converts the fetched bytes: Promise<{out, scales}>. */
+      /** That converter converts the piece once read: Promise<{out, scales}>. */
       convert(handle, piece) {
-        const w = workers[handle.w];
+        const w = converters[handle.w];
         return new Promise((resolve, reject) => {
           w.pending.set(handle.id, { resolve, reject });
-          w.worker.postMessage({ op: 'convert', id: handle.id, piece });
+          w.worker.postMessage({ op: 'convert', id: handle.id, piece, tag: handle.tag });
         });
       },
-      /** The export tagged tag ended: workers drop what it fetched and did not convert. */
+      /** The export tagged tag ended: the workers drop what it read and did not convert. */
       clear(tag) {
-        for (const w of workers) {
-          w.files.delete(tag);
-          w.worker.postMessage({ op: 'clear', tag });
-        }
+        reader.files.delete(tag);
+        for (const w of all) w.worker.postMessage({ op: 'clear', tag });
       },
-      memoryBytes: () => workers.reduce((s, w) => s + w.memory, 0),
+      memoryBytes: () => converters.reduce((s, w) => s + w.memory, 0),
       converted: () => converted,
     };
   }
