@@ -191,46 +191,19 @@ func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
 		want, short = p[:rest], true
 	}
 	// Announced pieces are read here unless workers fetch them (r.fetch).
-	if p, ok, err := r.takeAheadHere(off, len(want)); ok || err != nil {
+	if pr, ok, err := r.takeAheadHere(off, len(want)); ok || err != nil {
 		// Announced: the read is (or now is) on its way, whatever its size.
 		r.lastEnd = off + int64(len(want))
-		r.mu.Unlock()
-		if err == nil {
-			err = awaitInto(want, p, off)
-		}
-		if err != nil {
-			return 0, err
-		}
-		r.mu.Lock()
-		r.pins.add(len(want))
-		r.mu.Unlock()
-		if short {
-			return len(want), io.EOF
-		}
-		return len(want), nil
+		return r.awaitUnlocked(want, off, short, pr, err)
 	}
 	inWindow := off >= r.bufOff && off+int64(len(want)) <= r.bufOff+int64(len(r.buf))
 	sequential := off == r.lastEnd || (off >= r.bufOff && off < r.bufOff+int64(len(r.buf)))
 	r.lastEnd = off + int64(len(want))
 	if !inWindow && !sequential && r.size > r.whole && len(want) < r.window {
 		// A scattered small read (digest samples, norm weights) goes
-		// straight to the browser and is awaited without the lock, so
-		// concurrent ones overlap instead of queueing behind each other.
+		// straight to the browser.
 		pr, err := r.request(off, len(want))
-		r.mu.Unlock()
-		if err == nil {
-			err = awaitInto(want, pr, off)
-		}
-		if err != nil {
-			return 0, err
-		}
-		r.mu.Lock()
-		r.pins.add(len(want))
-		r.mu.Unlock()
-		if short {
-			return len(want), io.EOF
-		}
-		return len(want), nil
+		return r.awaitUnlocked(want, off, short, pr, err)
 	}
 	defer r.mu.Unlock()
 	n := 0
@@ -279,6 +252,26 @@ func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// awaitUnlocked finishes a read requested with r.mu held (pr, or err from
+// requesting it): it waits without the lock, so concurrent reads overlap
+// instead of queueing behind each other.
+func (r *BlobReader) awaitUnlocked(want []byte, off int64, short bool, pr js.Value, err error) (int, error) {
+	r.mu.Unlock()
+	if err == nil {
+		err = awaitInto(want, pr, off)
+	}
+	if err != nil {
+		return 0, err
+	}
+	r.mu.Lock()
+	r.pins.add(len(want))
+	r.mu.Unlock()
+	if short {
+		return len(want), io.EOF
+	}
+	return len(want), nil
 }
 
 // fill loads the window at off, from the prefetched read when it is that one.

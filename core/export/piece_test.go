@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"lorapte/core/safetensors"
-	"lorapte/internal/benchgen"
 )
 
 // pieceFS wraps an fs.FS so that its files convert pieces "elsewhere": each
@@ -63,12 +62,8 @@ func (f *pieceFile) ConvertPiece(off int64, p Piece, out, scales []byte) error {
 // and float32, and a non-finite weight gives the same error.
 func TestPiecesConvertedElsewhere(t *testing.T) {
 	dir := t.TempDir()
-	s := benchgen.Shape{Key: "pc", Name: "pc", Hidden: 256, Intermediate: 512, Layers: 1, Heads: 4, KVHeads: 2,
-		Vocab: 8192, RopeTheta: 10000, MaxPositions: 2048, RMSEps: 1e-5}
-	_, err := benchgen.WriteModel(filepath.Join(dir, "model"), s, safetensors.BF16)
-	require.NoError(t, err)
-	_, err = benchgen.WriteAdapter(filepath.Join(dir, "ad"), s, "ad", benchgen.DefaultAdapter())
-	require.NoError(t, err)
+	s := smallShape("pc", 1, 8192)
+	genModel(t, dir, s, true)
 	opts := func(edit func(o *Options)) Options {
 		o := DefaultOptions()
 		o.InputLen, o.MaxContextLen, o.Multifunction = 4, 16, true
@@ -98,8 +93,7 @@ func TestPiecesConvertedElsewhere(t *testing.T) {
 
 	t.Run("non-finite weight", func(t *testing.T) {
 		bad := t.TempDir()
-		_, err := benchgen.WriteModel(filepath.Join(bad, "model"), s, safetensors.BF16)
-		require.NoError(t, err)
+		genModel(t, bad, s, false)
 		// A NaN (bfloat16 0x7fc0) in the middle of the embedding.
 		file := filepath.Join(bad, "model", "model.safetensors")
 		f, err := os.OpenFile(file, os.O_RDWR, 0)

@@ -16,6 +16,25 @@ import (
 	"lorapte/internal/benchgen"
 )
 
+// smallShape is a model large enough for several pieces per tensor (an
+// 8192×256 embedding), small enough for fast tests.
+func smallShape(key string, layers, vocab int) benchgen.Shape {
+	return benchgen.Shape{Key: key, Name: key, Hidden: 256, Intermediate: 512, Layers: layers, Heads: 4, KVHeads: 2,
+		Vocab: vocab, RopeTheta: 10000, MaxPositions: 2048, RMSEps: 1e-5}
+}
+
+// genModel writes a random bf16 model of shape s to dir/model and, with
+// adapter, an adapter to dir/ad.
+func genModel(t *testing.T, dir string, s benchgen.Shape, adapter bool) {
+	t.Helper()
+	_, err := benchgen.WriteModel(filepath.Join(dir, "model"), s, safetensors.BF16)
+	require.NoError(t, err)
+	if adapter {
+		_, err = benchgen.WriteAdapter(filepath.Join(dir, "ad"), s, "ad", benchgen.DefaultAdapter())
+		require.NoError(t, err)
+	}
+}
+
 // aheadFS wraps an fs.FS so that its files take read-ahead announcements
 // (as the browser's files do) and record them beside the reads.
 type aheadFS struct {
@@ -58,11 +77,8 @@ func (f *aheadFile) ReadAhead(pieces [][2]int64) {
 func TestReadAheadAnnouncesTheReads(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	dir := t.TempDir()
-	// A 8192×256 embedding: two pieces of 4096 rows each.
-	s := benchgen.Shape{Key: "ra", Name: "ra", Hidden: 256, Intermediate: 512, Layers: 2, Heads: 4, KVHeads: 2,
-		Vocab: 8192, RopeTheta: 10000, MaxPositions: 2048, RMSEps: 1e-5}
-	_, err := benchgen.WriteModel(filepath.Join(dir, "model"), s, safetensors.BF16)
-	require.NoError(t, err)
+	s := smallShape("ra", 2, 8192) // the embedding: two pieces of 4096 rows
+	genModel(t, dir, s, false)
 	for _, o := range []Options{DefaultOptions(), func() Options {
 		o := DefaultOptions()
 		o.EmbeddingQuantize, o.LinearQuantize = "none", "none"
@@ -93,12 +109,7 @@ func TestReadAheadAnnouncesTheReads(t *testing.T) {
 // the same ones.
 func TestDigestSeesTheWeights(t *testing.T) {
 	dir := t.TempDir()
-	s := benchgen.Shape{Key: "dg", Name: "dg", Hidden: 256, Intermediate: 512, Layers: 1, Heads: 4, KVHeads: 2,
-		Vocab: 1024, RopeTheta: 10000, MaxPositions: 2048, RMSEps: 1e-5}
-	_, err := benchgen.WriteModel(filepath.Join(dir, "model"), s, safetensors.BF16)
-	require.NoError(t, err)
-	_, err = benchgen.WriteAdapter(filepath.Join(dir, "ad"), s, "ad", benchgen.DefaultAdapter())
-	require.NoError(t, err)
+	genModel(t, dir, smallShape("dg", 1, 1024), true)
 	ids := func() []string {
 		o := DefaultOptions()
 		o.InputLen, o.MaxContextLen = 4, 16
