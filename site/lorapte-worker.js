@@ -36,6 +36,7 @@ function piece(id, tag) {
 // fromReader receives the bytes of a piece (or why they could not be read).
 function fromReader(e) {
   const m = e.data;
+  if (cleared.has(m.tag)) return; // its export ended (a read was still in flight)
   const p = piece(m.id, m.tag);
   if (m.error !== undefined) p.reject(new Error(m.error));
   else p.resolve(m.buf);
@@ -96,7 +97,9 @@ async function read(msg) {
 // ---- messages from the page ------------------------------------------------------
 
 // clear drops what the export tagged tag left behind.
+const cleared = new Set();
 function clear(tag) {
+  cleared.add(tag);
   for (const m of [pieces, files]) for (const [k, v] of m) if (v.tag === tag) m.delete(k);
 }
 
