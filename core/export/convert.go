@@ -505,16 +505,21 @@ func (s *scratch) convert(p Piece, src, out []byte, sc16 []uint16, sc32 []float3
 			return nil
 		}
 	}
+	if !p.Quant && !p.FP32 {
+		// Float16 output (LoRA A/B, unquantized weights): one pass.
+		if !quant.EncodeF16(out, src, sourceFormat(p.DType)) {
+			return errSlowPath
+		}
+		return nil
+	}
 	s.growVals(cnt)
 	vals := s.vals[:cnt]
 	if !quant.DecodeFloats(vals, src, sourceFormat(p.DType), p.FP32) {
 		return errSlowPath
 	}
 	switch {
-	case !p.Quant && p.FP32:
-		quant.PutF32(out, vals)
 	case !p.Quant:
-		quant.PutF16(out, vals)
+		quant.PutF32(out, vals)
 	default:
 		codes := s.codes[:cnt]
 		if p.FP32 {

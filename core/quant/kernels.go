@@ -116,6 +116,57 @@ func decode16(dst []float32, src []byte, bf16, fp32 bool) bool {
 	return true
 }
 
+// EncodeF16 converts the little-endian values in src (of format f) to
+// little-endian float16 in dst[:2*n], as DecodeFloats followed by PutF16
+// would, in one pass; it returns false where DecodeFloats would (a value
+// that is not finite or overflows float16), with dst partly written.
+func EncodeF16(dst, src []byte, f Format) bool {
+	switch f {
+	case FormatF16:
+		_ = dst[:len(src)]
+		for i := 0; i+1 < len(src); i += 2 {
+			if src[i+1]&0x7c == 0x7c {
+				return false // Inf or NaN
+			}
+		}
+		copy(dst, src)
+		return true
+	case FormatBF16:
+		n := len(src) / 2
+		_ = dst[:2*n]
+		for i := 0; i < n; i++ {
+			h, ok := f32BitsToF16(uint32(src[2*i])<<16 | uint32(src[2*i+1])<<24)
+			if !ok {
+				return false
+			}
+			dst[2*i], dst[2*i+1] = byte(h), byte(h>>8)
+		}
+		return true
+	}
+	n := len(src) / 4
+	_ = dst[:2*n]
+	for i := 0; i < n; i++ {
+		h, ok := f32BitsToF16(uint32(src[4*i]) | uint32(src[4*i+1])<<8 | uint32(src[4*i+2])<<16 | uint32(src[4*i+3])<<24)
+		if !ok {
+			return false
+		}
+		dst[2*i], dst[2*i+1] = byte(h), byte(h>>8)
+	}
+	return true
+}
+
+// f32BitsToF16 rounds float32 bits to float16 (nearest even); ok is false
+// if the result is not finite. Float16's normal range is done with integer
+// arithmetic, as in roundF16Finite; the rest takes F32ToF16.
+func f32BitsToF16(b uint32) (uint16, bool) {
+	r := (b + 0xfff + (b>>13)&1) &^ 0x1fff
+	if e := (r >> 23) & 0xff; (b>>23)&0xff-113 <= 142-113 && e <= 142 {
+		return uint16((r>>16)&0x8000 | (e-112)<<10 | (r>>13)&0x3ff), true
+	}
+	h := F32ToF16(math.Float32frombits(b))
+	return h, h&0x7c00 != 0x7c00
+}
+
 // PutF16 writes vals as little-endian float16 (rounded to nearest even)
 // into dst[:2*len(vals)] and returns that slice.
 func PutF16(dst []byte, vals []float32) []byte {

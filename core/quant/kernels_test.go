@@ -3,6 +3,7 @@ package quant
 import (
 	"encoding/binary"
 	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -369,4 +370,40 @@ func FuzzDecodeFloats(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestEncodeF16MatchesDecodePut: EncodeF16 gives the bytes (and refusals)
+// of DecodeFloats + PutF16 for every float16 and bfloat16 bit pattern and
+// for float32 values around every float16 rounding boundary, overflow and
+// the non-finite ones.
+func TestEncodeF16MatchesDecodePut(t *testing.T) {
+	check := func(t *testing.T, src []byte, f Format, size int) {
+		t.Helper()
+		n := len(src) / size
+		vals := make([]float32, n)
+		wantOK := DecodeFloats(vals, src, f, false)
+		got := make([]byte, 2*n)
+		require.Equal(t, wantOK, EncodeF16(got, src, f))
+		if wantOK {
+			require.Equal(t, PutF16(make([]byte, 2*n), vals), got)
+		}
+	}
+	for _, f := range []Format{FormatF16, FormatBF16} {
+		for h := 0; h < 1<<16; h++ {
+			check(t, []byte{byte(h), byte(h >> 8)}, f, 2)
+		}
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	var src []byte
+	for h := 0; h < 1<<16; h++ {
+		v := F16ToF32(uint16(h))
+		for _, x := range []float32{v, math.Nextafter32(v, 0), math.Nextafter32(v, float32(math.Inf(1))), v * (1 + float32(rng.Float64())*1e-3)} {
+			src = binary.LittleEndian.AppendUint32(src, math.Float32bits(x))
+			check(t, src[len(src)-4:], FormatF32, 4)
+		}
+	}
+	check(t, src, FormatF32, 4)
+	for _, x := range []float32{65504, 65519.99, 65520, 1e9, float32(math.Inf(-1)), float32(math.NaN())} {
+		check(t, binary.LittleEndian.AppendUint32(nil, math.Float32bits(x)), FormatF32, 4)
+	}
 }
