@@ -30,8 +30,12 @@ const (
 	DefaultWindow = 4 << 20
 	minRead       = 32 << 10
 	maxDirectRead = 64 << 20 // bounds one JS ArrayBuffer for huge reads
-	wholeFile     = 64 << 20 // FS files up to this size are read whole (see BlobReader.whole)
 )
+
+// wholeFile is the size up to which FS files are read whole (see
+// BlobReader.whole) and converted here rather than by the worker pool; a
+// variable so tests can send small files to a pool.
+var wholeFile int64 = 64 << 20
 
 // BlobReader reads a JS Blob (or File) as an io.ReaderAt through
 // Blob.slice(a, b).arrayBuffer().
