@@ -4,8 +4,9 @@
 //   <lorapte-exporter></lorapte-exporter>            (the full drag-and-drop UI)
 //   await lorapte.export({ model, adapters, options })  (the scripting API)
 //
-// It loads wasm_exec.js and lorapte.wasm from its own folder. Everything runs
-// on this machine: files are read in place, nothing is uploaded.
+// It loads wasm_exec.js, lorapte.wasm and lorapte-worker.js from its own
+// folder. Everything runs on this machine: files are read in place,
+// nothing is uploaded.
 (() => {
   'use strict';
   if (globalThis.lorapte) return;
