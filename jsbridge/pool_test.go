@@ -146,3 +146,31 @@ func TestExportThroughPool(t *testing.T) {
 	require.Equal(t, nativeErr.Error(), strings.Replace(err.Error(), "tiny/model/", "", 1))
 	require.EqualValues(t, 2, fp.clears.Load())
 }
+
+// TestExportThroughPoolCancel: cancelling while pieces are in the pool
+// ends the export with ErrCancelled once they are back, and clears the
+// pool.
+func TestExportThroughPoolCancel(t *testing.T) {
+	defer func(w int64) { wholeFile = w }(wholeFile)
+	wholeFile = 0
+	fp := newFakePool(2)
+	defer fp.release()
+	pool, err := NewPool(fp.v)
+	require.NoError(t, err)
+	ac := js.Global().Get("AbortController").New()
+	onProgress := js.FuncOf(func(_ js.Value, args []js.Value) any {
+		if args[0].Get("stage").String() == "write" && fp.pieces.Load() > 0 {
+			ac.Call("abort")
+		}
+		return nil
+	})
+	defer onProgress.Release()
+	c := &Core{PartSize: 1 << 10, pool: pool}
+	_, err = c.Export(context.Background(), js.ValueOf(map[string]any{
+		"model": dirFiles(t, tiny+"/model", "m"), "cache": false, "signal": ac.Get("signal"), "onProgress": onProgress,
+		"options": map[string]any{"inputLen": 4, "maxContextLen": 12},
+	}))
+	require.ErrorIs(t, err, ErrCancelled)
+	require.Positive(t, fp.pieces.Load(), "cancelled while converting")
+	require.EqualValues(t, 1, fp.clears.Load())
+}
