@@ -55,8 +55,8 @@ func RegisterWorker(global js.Value, name string) {
 		if bytes.Type() != js.TypeObject || !bytes.InstanceOf(u8) {
 			return nil, errors.New("convert: want the source bytes as a Uint8Array")
 		}
-		if p.Rows <= 0 || p.Cols <= 0 || p.Rows > 1<<28/p.Cols {
-			return nil, fmt.Errorf("convert: invalid piece %+v", p)
+		if err := p.Valid(); err != nil {
+			return nil, err
 		}
 		if n := p.SourceBytes(); bytes.Length() != n {
 			return nil, fmt.Errorf("convert: got %d source bytes, want %d (did the file change on disk?)", bytes.Length(), n)

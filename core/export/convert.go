@@ -41,8 +41,6 @@ const chunksPerBatch = 4
 // produces the exact error.
 var ErrSlowPath = errors.New("export: slow path")
 
-var errSlowPath = ErrSlowPath
-
 // Piece is a run of rows of one tensor for the fast path, described fully
 // enough for another wasm instance (a browser worker) to convert it
 // exactly as this one would.
@@ -85,8 +83,9 @@ func (p Piece) ScaleBytes() int {
 	return 2 * p.Rows * p.Groups
 }
 
-// valid bounds what a piece from another instance may ask for.
-func (p Piece) valid() error {
+// Valid bounds what a piece from another instance may ask for; check it
+// before sizing buffers from the piece.
+func (p Piece) Valid() error {
 	ok := p.DType.IsFloat() && p.Rows > 0 && p.Cols > 0 && p.Rows <= 1<<28/p.Cols
 	if p.Quant {
 		ok = ok && (p.Bits == 4 || p.Bits == 8) && p.Groups > 0 && p.Cols%p.Groups == 0 &&
@@ -115,7 +114,7 @@ type Converter struct{ s scratch }
 // Convert converts src (p.SourceBytes) into out (p.OutBytes) and scales
 // (p.ScaleBytes).
 func (c *Converter) Convert(p Piece, src, out, scales []byte) error {
-	if err := p.valid(); err != nil {
+	if err := p.Valid(); err != nil {
 		return err
 	}
 	if len(src) != p.SourceBytes() || len(out) != p.OutBytes() || len(scales) != p.ScaleBytes() {
@@ -135,6 +134,8 @@ func (c *Converter) Convert(p Piece, src, out, scales []byte) error {
 	return nil
 }
 
+// packScales writes scales as little-endian float16 (sc16) or float32
+// (sc32) into dst: a piece's scale bytes, or a scale blob.
 func packScales(dst []byte, sc16 []uint16, sc32 []float32) {
 	for i, v := range sc16 {
 		binary.LittleEndian.PutUint16(dst[2*i:], v)
@@ -182,15 +183,7 @@ func (s *scratch) growVals(n int) {
 
 // outBytes is the size of n elements in the job's blob encoding.
 func (e *encoder) outBytes(j *job, n int) int {
-	switch {
-	case j.enc == encQuant && j.scheme.Bits == 4:
-		return (n + 1) / 2
-	case j.enc == encQuant:
-		return n
-	case e.fp32:
-		return 4 * n
-	}
-	return 2 * n
+	return Piece{Rows: 1, Cols: n, Quant: j.enc == encQuant, Bits: j.scheme.Bits, FP32: e.fp32}.OutBytes()
 }
 
 func (e *encoder) workerCount() int {
@@ -308,7 +301,7 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 				<-o.done
 			}
 			flight = nil
-			if errors.Is(err, errSlowPath) {
+			if errors.Is(err, ErrSlowPath) {
 				err = e.referenceError(j, b.r, b.n)
 			}
 			return err
@@ -360,7 +353,7 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 		return err
 	}
 	if j.enc == encQuant {
-		return write(j.scaleKey, scaleBytes(sc16, sc32, e.fp32))
+		return write(j.scaleKey, scaleBytes(sc16, sc32))
 	}
 	return nil
 }
@@ -438,14 +431,10 @@ func (e *encoder) announce(j *job) {
 	h.ReadAhead(pieces)
 }
 
-func scaleBytes(sc16 []uint16, sc32 []float32, fp32 bool) []byte {
-	if fp32 {
-		return quant.PutF32(make([]byte, 4*len(sc32)), sc32)
-	}
-	b := make([]byte, 2*len(sc16))
-	for i, s := range sc16 {
-		b[2*i], b[2*i+1] = byte(s), byte(s>>8)
-	}
+// scaleBytes encodes a job's scales as their blob's bytes.
+func scaleBytes(sc16 []uint16, sc32 []float32) []byte {
+	b := make([]byte, 2*len(sc16)+4*len(sc32))
+	packScales(b, sc16, sc32)
 	return b
 }
 
@@ -469,7 +458,7 @@ func (e *encoder) convertRows(j *job, raw *io.SectionReader, dt safetensors.DTyp
 				return nil
 			}
 			if errors.Is(err, ErrSlowPath) {
-				return errSlowPath
+				return ErrSlowPath
 			}
 			return fmt.Errorf("%s: %s: converting tensor %s: %w", j.label, j.sourceFile, j.tensor, err)
 		}
@@ -490,7 +479,7 @@ func (e *encoder) convertRows(j *job, raw *io.SectionReader, dt safetensors.DTyp
 		s16 = sc16[r*groups : (r+n)*groups]
 	}
 	err := s.convert(p, src, out, s16, s32)
-	if err != nil && !errors.Is(err, errSlowPath) {
+	if err != nil && !errors.Is(err, ErrSlowPath) {
 		return fmt.Errorf("%s: %w", j.label, err)
 	}
 	return err
@@ -508,14 +497,14 @@ func (s *scratch) convert(p Piece, src, out []byte, sc16 []uint16, sc32 []float3
 	if !p.Quant && !p.FP32 {
 		// Float16 output (LoRA A/B, unquantized weights): one pass.
 		if !quant.EncodeF16(out, src, sourceFormat(p.DType)) {
-			return errSlowPath
+			return ErrSlowPath
 		}
 		return nil
 	}
 	s.growVals(cnt)
 	vals := s.vals[:cnt]
 	if !quant.DecodeFloats(vals, src, sourceFormat(p.DType), p.FP32) {
-		return errSlowPath
+		return ErrSlowPath
 	}
 	switch {
 	case !p.Quant:
@@ -667,7 +656,7 @@ func (e *encoder) convertReference(j *job, write func(key string, b []byte) erro
 		}
 	}
 	if j.enc == encQuant {
-		return write(j.scaleKey, scaleBytes(scales16, scales32, e.fp32))
+		return write(j.scaleKey, scaleBytes(scales16, scales32))
 	}
 	return nil
 }

@@ -51,7 +51,7 @@ func baseContentDigest(base *safetensors.Source) ([]byte, error) {
 	var parts []*digestPart
 	for _, name := range base.Names() {
 		info, _ := base.Info(name)
-		parts = append(parts, &digestPart{text: fmt.Sprintf("tensor %s %s %v %d\n", name, info.DType, info.Shape, info.Bytes)})
+		parts = append(parts, &digestPart{text: tensorLine(name, info)})
 	}
 	for _, f := range base.Files() {
 		data := f.Data()
@@ -79,6 +79,11 @@ func baseContentDigest(base *safetensors.Source) ([]byte, error) {
 // waits into a few.
 const samplesInFlight = 16
 
+// tensorLine is a tensor's name, dtype, shape and size in the digest.
+func tensorLine(name string, info safetensors.Info) string {
+	return fmt.Sprintf("tensor %s %s %v %d\n", name, info.DType, info.Shape, info.Bytes)
+}
+
 // digestPart is one piece of the digest input: text or a sampled byte range.
 type digestPart struct {
 	text string
@@ -101,7 +106,7 @@ func hashSource(h io.Writer, src *safetensors.Source, stride int64) error {
 		if err != nil {
 			return err
 		}
-		parts = append(parts, &digestPart{text: fmt.Sprintf("tensor %s %s %v %d\n", name, info.DType, info.Shape, info.Bytes)})
+		parts = append(parts, &digestPart{text: tensorLine(name, info)})
 		add := func(off int64) {
 			n := min(int64(sampleBytes), info.Bytes-off)
 			parts = append(parts, &digestPart{r: r, off: off, n: n, file: info.File, what: "tensor " + info.Name})

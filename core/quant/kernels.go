@@ -65,10 +65,8 @@ func DecodeFloats(dst []float32, src []byte, f Format, fp32 bool) bool {
 // roundF16Finite is RoundF16 with the normal range inlined; ok is false if
 // the result is not finite.
 func roundF16Finite(v float32) (float32, bool) {
-	b := math.Float32bits(v)
-	r := (b + 0xfff + (b>>13)&1) &^ 0x1fff
-	if (b>>23)&0xff-113 <= 142-113 && (r>>23)&0xff <= 142 {
-		return math.Float32frombits(r), true // normal float16 range
+	if r, ok := roundNormalF16(math.Float32bits(v)); ok {
+		return math.Float32frombits(r), true
 	}
 	x := RoundF16(v) // zero, subnormal, overflow, NaN
 	return x, x-x == 0
@@ -155,13 +153,21 @@ func EncodeF16(dst, src []byte, f Format) bool {
 	return true
 }
 
+// roundNormalF16 rounds float32 bits to float16 precision (nearest even)
+// with integer arithmetic; ok is false unless the value and the result lie
+// in float16's normal range (biased float32 exponent 113..142), where that
+// is exact.
+func roundNormalF16(b uint32) (r uint32, ok bool) {
+	r = (b + 0xfff + (b>>13)&1) &^ 0x1fff
+	return r, (b>>23)&0xff-113 <= 142-113 && (r>>23)&0xff <= 142
+}
+
 // f32BitsToF16 rounds float32 bits to float16 (nearest even); ok is false
 // if the result is not finite. Float16's normal range is done with integer
 // arithmetic, as in roundF16Finite; the rest takes F32ToF16.
 func f32BitsToF16(b uint32) (uint16, bool) {
-	r := (b + 0xfff + (b>>13)&1) &^ 0x1fff
-	if e := (r >> 23) & 0xff; (b>>23)&0xff-113 <= 142-113 && e <= 142 {
-		return uint16((r>>16)&0x8000 | (e-112)<<10 | (r>>13)&0x3ff), true
+	if r, ok := roundNormalF16(b); ok {
+		return uint16((r>>16)&0x8000 | ((r>>23)&0xff-112)<<10 | (r>>13)&0x3ff), true
 	}
 	h := F32ToF16(math.Float32frombits(b))
 	return h, h&0x7c00 != 0x7c00
