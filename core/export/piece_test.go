@@ -95,18 +95,11 @@ func TestPiecesConvertedElsewhere(t *testing.T) {
 		bad := t.TempDir()
 		genModel(t, bad, s, false)
 		// A NaN (bfloat16 0x7fc0) in the middle of the embedding.
-		file := filepath.Join(bad, "model", "model.safetensors")
-		f, err := os.OpenFile(file, os.O_RDWR, 0)
-		require.NoError(t, err)
-		fi, err := f.Stat()
-		require.NoError(t, err)
-		st, err := safetensors.Open(file, f, fi.Size())
-		require.NoError(t, err)
-		info, ok := st.Info("model.embed_tokens.weight")
-		require.True(t, ok)
-		_, err = f.WriteAt([]byte{0xc0, 0x7f}, info.Offset+info.Bytes/2)
-		require.NoError(t, err)
-		require.NoError(t, f.Close())
+		patchSafetensors(t, filepath.Join(bad, "model", "model.safetensors"), func(st *safetensors.File) int64 {
+			info, ok := st.Info("model.embed_tokens.weight")
+			require.True(t, ok)
+			return info.Offset + info.Bytes/2
+		}, func(b []byte) { b[0], b[1] = 0xc0, 0x7f })
 		o := opts(func(o *Options) {})
 		errPlain := Export(context.Background(), Request{FS: os.DirFS(bad), ModelDir: "model", Options: o}, io.Discard, nil)
 		require.Error(t, errPlain)

@@ -35,6 +35,26 @@ func genModel(t *testing.T, dir string, s benchgen.Shape, adapter bool) {
 	}
 }
 
+// patchSafetensors rewrites the 2 bytes at offset at(file) of a
+// safetensors file with edit.
+func patchSafetensors(t *testing.T, file string, at func(st *safetensors.File) int64, edit func(b []byte)) {
+	t.Helper()
+	f, err := os.OpenFile(file, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	fi, err := f.Stat()
+	require.NoError(t, err)
+	st, err := safetensors.Open(file, f, fi.Size())
+	require.NoError(t, err)
+	off := at(st)
+	b := make([]byte, 2)
+	_, err = f.ReadAt(b, off)
+	require.NoError(t, err)
+	edit(b)
+	_, err = f.WriteAt(b, off)
+	require.NoError(t, err)
+}
+
 // aheadFS wraps an fs.FS so that its files take read-ahead announcements
 // (as the browser's files do) and record them beside the reads.
 type aheadFS struct {
@@ -127,36 +147,16 @@ func TestDigestSeesTheWeights(t *testing.T) {
 	require.Equal(t, first, ids())
 
 	// Change one weight: the last element of one tensor's data.
-	file := filepath.Join(dir, "ad", "adapter_model.safetensors")
-	f, err := os.OpenFile(file, os.O_RDWR, 0)
-	require.NoError(t, err)
-	fi, err := f.Stat()
-	require.NoError(t, err)
-	st, err := safetensors.Open(file, f, fi.Size())
-	require.NoError(t, err)
-	info, ok := st.Info(st.Names()[0])
-	require.True(t, ok)
-	b := make([]byte, 1)
-	at := info.Offset + info.Bytes - 2
-	_, err = f.ReadAt(b, at)
-	require.NoError(t, err)
-	b[0] ^= 0x40
-	_, err = f.WriteAt(b, at)
-	require.NoError(t, err)
-	require.NoError(t, f.Close())
+	patchSafetensors(t, filepath.Join(dir, "ad", "adapter_model.safetensors"), func(st *safetensors.File) int64 {
+		info, _ := st.Info(st.Names()[0])
+		return info.Offset + info.Bytes - 2
+	}, func(b []byte) { b[0] ^= 0x40 })
 	changed := ids()
 	require.NotEqual(t, first, changed, "identifiers change with the adapter's weights")
 
 	// The base is sampled too: change the first weight of its data.
-	file = filepath.Join(dir, "model", "model.safetensors")
-	f, err = os.OpenFile(file, os.O_RDWR, 0)
-	require.NoError(t, err)
-	fi, err = f.Stat()
-	require.NoError(t, err)
-	base, err := safetensors.Open(file, f, fi.Size())
-	require.NoError(t, err)
-	_, err = f.WriteAt([]byte{0x7f, 0x3f}, fi.Size()-base.Data().Size()) // bfloat16 1.0 at the data's start
-	require.NoError(t, err)
-	require.NoError(t, f.Close())
+	patchSafetensors(t, filepath.Join(dir, "model", "model.safetensors"), func(st *safetensors.File) int64 {
+		return st.Size() - st.Data().Size()
+	}, func(b []byte) { b[0], b[1] = 0x7f, 0x3f }) // bfloat16 1.0
 	require.NotEqual(t, changed, ids(), "identifiers change with the base's weights")
 }

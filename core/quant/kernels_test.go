@@ -186,38 +186,45 @@ func TestDecodeFloatsMatchesReference(t *testing.T) {
 						binary.LittleEndian.PutUint16(raw[2*i:], F32ToF16(math.Float32frombits(bits)))
 					}
 				}
-				// Reference: exact float32, then the reference loop's checks
-				// and rounding.
-				want := make([]float32, n)
-				switch dt {
-				case FormatF32:
-					DecodeF32LE(want, raw)
-				case FormatBF16:
-					DecodeBF16LE(want, raw)
-				default:
-					DecodeF16LE(want, raw)
-				}
-				wantOK := true
-				for i, v := range want {
-					if v-v != 0 {
-						wantOK = false
-					}
-					if !fp32 {
-						want[i] = RoundF16(v)
-						if want[i]-want[i] != 0 {
-							wantOK = false
-						}
-					}
-				}
-				got := make([]float32, n)
-				ok := DecodeFloats(got, raw, dt, fp32)
-				require.Equal(t, wantOK, ok, "format %d fp32=%t round %d", dt, fp32, round)
-				if ok {
-					for i := range want {
-						require.Equal(t, math.Float32bits(want[i]), math.Float32bits(got[i]), "format %d fp32=%t element %d", dt, fp32, i)
-					}
-				}
+				requireDecodeFloats(t, raw, dt, fp32)
 			}
+		}
+	}
+}
+
+// referenceDecode is DecodeFloats the plain way: exact float32, then the
+// reference loop's checks and float16 rounding.
+func referenceDecode(raw []byte, dt Format, fp32 bool) ([]float32, bool) {
+	want := make([]float32, len(raw)/formatSize(dt))
+	switch dt {
+	case FormatF32:
+		DecodeF32LE(want, raw)
+	case FormatBF16:
+		DecodeBF16LE(want, raw)
+	default:
+		DecodeF16LE(want, raw)
+	}
+	ok := true
+	for i, v := range want {
+		if !fp32 {
+			v = RoundF16(v)
+			want[i] = v
+		}
+		ok = ok && v-v == 0
+	}
+	return want, ok
+}
+
+// requireDecodeFloats checks DecodeFloats against referenceDecode: the
+// same refusal, else the same bits.
+func requireDecodeFloats(t *testing.T, raw []byte, dt Format, fp32 bool) {
+	t.Helper()
+	want, wantOK := referenceDecode(raw, dt, fp32)
+	got := make([]float32, len(want))
+	require.Equal(t, wantOK, DecodeFloats(got, raw, dt, fp32), "format %d fp32=%t", dt, fp32)
+	if wantOK {
+		for i := range want {
+			require.Equal(t, math.Float32bits(want[i]), math.Float32bits(got[i]), "format %d fp32=%t element %d", dt, fp32, i)
 		}
 	}
 }
@@ -344,30 +351,7 @@ func FuzzDecodeFloats(f *testing.F) {
 		dt := Format(kind % 3)
 		n := len(raw) / formatSize(dt)
 		for _, fp32 := range []bool{false, true} {
-			want := make([]float32, n)
-			switch dt {
-			case FormatF32:
-				DecodeF32LE(want, raw)
-			case FormatBF16:
-				DecodeBF16LE(want, raw)
-			default:
-				DecodeF16LE(want, raw)
-			}
-			wantOK := true
-			for i, v := range want {
-				if !fp32 {
-					v = RoundF16(v)
-					want[i] = v
-				}
-				wantOK = wantOK && v-v == 0
-			}
-			got := make([]float32, n)
-			require.Equal(t, wantOK, DecodeFloats(got, raw, dt, fp32))
-			if wantOK {
-				for i := range want {
-					require.Equal(t, math.Float32bits(want[i]), math.Float32bits(got[i]), "element %d", i)
-				}
-			}
+			requireDecodeFloats(t, raw[:n*formatSize(dt)], dt, fp32)
 		}
 	})
 }
@@ -377,9 +361,9 @@ func FuzzDecodeFloats(f *testing.F) {
 // for float32 values around every float16 rounding boundary, overflow and
 // the non-finite ones.
 func TestEncodeF16MatchesDecodePut(t *testing.T) {
-	check := func(t *testing.T, src []byte, f Format, size int) {
+	check := func(t *testing.T, src []byte, f Format) {
 		t.Helper()
-		n := len(src) / size
+		n := len(src) / formatSize(f)
 		vals := make([]float32, n)
 		wantOK := DecodeFloats(vals, src, f, false)
 		got := make([]byte, 2*n)
@@ -390,7 +374,7 @@ func TestEncodeF16MatchesDecodePut(t *testing.T) {
 	}
 	for _, f := range []Format{FormatF16, FormatBF16} {
 		for h := 0; h < 1<<16; h++ {
-			check(t, []byte{byte(h), byte(h >> 8)}, f, 2)
+			check(t, []byte{byte(h), byte(h >> 8)}, f)
 		}
 	}
 	rng := rand.New(rand.NewPCG(7, 8))
@@ -399,11 +383,11 @@ func TestEncodeF16MatchesDecodePut(t *testing.T) {
 		v := F16ToF32(uint16(h))
 		for _, x := range []float32{v, math.Nextafter32(v, 0), math.Nextafter32(v, float32(math.Inf(1))), v * (1 + float32(rng.Float64())*1e-3)} {
 			src = binary.LittleEndian.AppendUint32(src, math.Float32bits(x))
-			check(t, src[len(src)-4:], FormatF32, 4)
+			check(t, src[len(src)-4:], FormatF32)
 		}
 	}
-	check(t, src, FormatF32, 4)
+	check(t, src, FormatF32)
 	for _, x := range []float32{65504, 65519.99, 65520, 1e9, float32(math.Inf(-1)), float32(math.NaN())} {
-		check(t, binary.LittleEndian.AppendUint32(nil, math.Float32bits(x)), FormatF32, 4)
+		check(t, binary.LittleEndian.AppendUint32(nil, math.Float32bits(x)), FormatF32)
 	}
 }
