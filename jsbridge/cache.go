@@ -612,8 +612,8 @@ type flight struct {
 func (c *Cache) NewWriter(ctx context.Context) *CacheWriter {
 	var b [12]byte
 	rand.Read(b[:])
-	return &CacheWriter{c: c, ctx: ctx, session: hex.EncodeToString(b[:]), now: time.Now,
-		stage: [cacheInFlight + 1]js.Value{js.Undefined(), js.Undefined(), js.Undefined(), js.Undefined()}}
+	// stage starts as undefined values (js.Value's zero value).
+	return &CacheWriter{c: c, ctx: ctx, session: hex.EncodeToString(b[:]), now: time.Now}
 }
 
 // Disable drops everything from now on without error (the entry already

@@ -174,12 +174,9 @@ func NewStreamWriter(stream js.Value, bufSize int) (*StreamWriter, error) {
 	}
 	fsw := js.Global().Get("FileSystemWritableFileStream")
 	blobs := fsw.Type() == js.TypeFunction && stream.InstanceOf(fsw)
-	sw := &StreamWriter{stream: s, w: w, blobs: blobs, buf: make([]byte, 0, bufSize),
-		stage: js.Undefined(), parts: js.Global().Get("Array").New()}
-	for i := range sw.turns {
-		sw.turns[i] = js.Undefined()
-	}
-	return sw, nil
+	// turns starts as undefined values (js.Value's zero value).
+	return &StreamWriter{stream: s, w: w, blobs: blobs, buf: make([]byte, 0, bufSize),
+		stage: js.Undefined(), parts: js.Global().Get("Array").New()}, nil
 }
 
 // WriteRef appends a Blob by reference (export.RefWriter) without copying
