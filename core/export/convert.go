@@ -203,6 +203,11 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 	if err != nil {
 		return fmt.Errorf("%s: %w", j.label, err)
 	}
+	src := jobSource{raw: raw, dt: info.DType}
+	if f, base, _ := raw.Outer(); f != nil {
+		src.remote, _ = f.(PieceConverter)
+		src.base = base
+	}
 	groups := 1
 	if j.enc == encQuant {
 		if groups, err = j.scheme.ScaleCount(j.cols); err != nil {
@@ -228,10 +233,8 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 	// for a round trip to the page. Here one batch at a time keeps all
 	// cores busy already.
 	depth := 1
-	if f, _, _ := raw.Outer(); f != nil {
-		if _, ok := f.(PieceConverter); ok {
-			depth = remoteBatches
-		}
+	if src.remote != nil {
+		depth = remoteBatches
 	}
 	for len(e.scratch) < depth*workers {
 		e.scratch = append(e.scratch, &scratch{})
@@ -251,7 +254,7 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 			if depth == 1 {
 				s.growRaw((b - a) * j.cols * es)
 			}
-			run := func() { errs[w] = e.convertRows(j, raw, info.DType, s, r+a, b-a, part, groups, sc16, sc32) }
+			run := func() { errs[w] = e.convertRows(j, src, s, r+a, b-a, part, groups, sc16, sc32) }
 			if w == len(parts)-1 {
 				run() // the last part runs here
 				continue
@@ -438,34 +441,42 @@ func scaleBytes(sc16 []uint16, sc32 []float32) []byte {
 	return b
 }
 
+// jobSource is where a job's tensor bytes come from: its section of the
+// file, and the file's PieceConverter (with the section's offset in the
+// file) when the file converts pieces elsewhere.
+type jobSource struct {
+	raw    *io.SectionReader
+	dt     safetensors.DType
+	remote PieceConverter
+	base   int64
+}
+
 // convertRows converts rows [r, r+n) of j into out (exactly their bytes)
 // and their scales: in another wasm instance when the source file offers
 // that (a browser worker, see PieceConverter), else here.
-func (e *encoder) convertRows(j *job, raw *io.SectionReader, dt safetensors.DType, s *scratch, r, n int, out []byte, groups int, sc16 []uint16, sc32 []float32) error {
+func (e *encoder) convertRows(j *job, from jobSource, s *scratch, r, n int, out []byte, groups int, sc16 []uint16, sc32 []float32) error {
 	cnt := n * j.cols
-	es := dt.Size()
-	p := Piece{DType: dt, Rows: n, Cols: j.cols, Quant: j.enc == encQuant, Bits: j.scheme.Bits, Groups: groups, FP32: e.fp32}
+	es := from.dt.Size()
+	p := Piece{DType: from.dt, Rows: n, Cols: j.cols, Quant: j.enc == encQuant, Bits: j.scheme.Bits, Groups: groups, FP32: e.fp32}
 	if !p.Quant {
 		p.Bits, p.Groups = 0, 0
 	}
 	off := int64(j.row0+r) * int64(j.cols) * int64(es)
-	if f, base, _ := raw.Outer(); f != nil {
-		if pc, ok := f.(PieceConverter); ok {
-			scales := make([]byte, p.ScaleBytes())
-			err := pc.ConvertPiece(base+off, p, out, scales)
-			if err == nil {
-				unpackScales(scales, sc16, sc32, r*groups, p.FP32)
-				return nil
-			}
-			if errors.Is(err, ErrSlowPath) {
-				return ErrSlowPath
-			}
-			return fmt.Errorf("%s: %s: converting tensor %s: %w", j.label, j.sourceFile, j.tensor, err)
+	if from.remote != nil {
+		scales := make([]byte, p.ScaleBytes())
+		err := from.remote.ConvertPiece(from.base+off, p, out, scales)
+		if err == nil {
+			unpackScales(scales, sc16, sc32, r*groups, p.FP32)
+			return nil
 		}
+		if errors.Is(err, ErrSlowPath) {
+			return ErrSlowPath
+		}
+		return fmt.Errorf("%s: %s: converting tensor %s: %w", j.label, j.sourceFile, j.tensor, err)
 	}
 	src := s.raw[:cnt*es]
 	// A full read may come with io.EOF at the end of the data.
-	if got, err := raw.ReadAt(src, off); got < len(src) {
+	if got, err := from.raw.ReadAt(src, off); got < len(src) {
 		if err == nil {
 			err = io.ErrUnexpectedEOF
 		}
