@@ -25,10 +25,13 @@ type BaseFile struct {
 	Header []byte `json:"header"`
 }
 
-// BaseBlob is one converted blob of a cached base.
+// BaseBlob is one converted blob of a cached base. Offset is where its
+// bytes start in the .pte the plan wrote: a browser that keeps that file
+// can serve the blob from it (no second copy of the base is stored).
 type BaseBlob struct {
-	Key   string `json:"key"`
-	Bytes int64  `json:"bytes"`
+	Key    string `json:"key"`
+	Bytes  int64  `json:"bytes"`
+	Offset int64  `json:"offset"`
 }
 
 // BaseManifest describes a cached base: enough to plan an export again.
@@ -75,12 +78,20 @@ func (p *Plan) BaseManifest() *BaseManifest {
 		m.Files = append(m.Files, BaseFile{Name: path.Base(f.Name()), Size: f.Size(), Header: f.Header()})
 	}
 	for i, pp := range p.parts {
+		// The partition's segment is its flattened directory; weight.bin
+		// is one file of it.
+		var weights int64
+		for _, f := range pp.blob.Files() {
+			if f.Path == weightPath {
+				weights = p.layout.SegmentOffset(pp.segment) + f.Offset
+			}
+		}
 		for _, e := range pp.weights.blobs.Entries() {
 			j := pp.weights.owner[e.Key]
 			if j == nil || j.src != p.base {
 				continue
 			}
-			m.Blobs = append(m.Blobs, BaseBlob{Key: blobKey(i, e.Key), Bytes: e.Bytes})
+			m.Blobs = append(m.Blobs, BaseBlob{Key: blobKey(i, e.Key), Bytes: e.Bytes, Offset: weights + int64(e.Data)})
 			m.Bytes += e.Bytes
 		}
 	}

@@ -62,6 +62,9 @@ func TestCachedBaseIsByteIdentical(t *testing.T) {
 	for _, b := range man.Blobs {
 		require.Contains(t, cache.blobs, b.Key)
 		require.Equal(t, b.Bytes, int64(cache.blobs[b.Key].Len()), b.Key)
+		// The blob also sits at its offset in the written file.
+		require.LessOrEqual(t, b.Offset+b.Bytes, int64(out1.Len()), b.Key)
+		require.True(t, bytes.Equal(cache.blobs[b.Key].Bytes(), out1.Bytes()[b.Offset:b.Offset+b.Bytes]), "blob %s not at offset %d", b.Key, b.Offset)
 		total += b.Bytes
 	}
 	require.Equal(t, len(man.Blobs), len(cache.blobs), "only base blobs are cached (no LoRA)")

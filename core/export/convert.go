@@ -107,6 +107,19 @@ type PieceConverter interface {
 	ConvertPiece(off int64, p Piece, out, scales []byte) error
 }
 
+// PieceHolder is a PieceConverter that can keep a converted piece where it
+// was converted: HoldPiece converts like ConvertPiece but returns a
+// reference to the p.OutBytes() output bytes instead of them, and the
+// output (a RefWriter that knows such references) writes them in their
+// place. In the browser the workers then send the pieces straight to the
+// output file; the page never handles the converted bytes. The encoder
+// holds pieces only when the output takes references and nothing else
+// (the base cache) needs the bytes.
+type PieceHolder interface {
+	PieceConverter
+	HoldPiece(off int64, p Piece, scales []byte) (ref any, err error)
+}
+
 // Converter converts pieces: what a worker runs for a PieceConverter. It
 // keeps its buffers and code tables between pieces.
 type Converter struct{ s scratch }
@@ -193,8 +206,10 @@ func (e *encoder) workerCount() int {
 	return runtime.GOMAXPROCS(0)
 }
 
-// convert writes job j's data blob (and scale blob) through write.
-func (e *encoder) convert(j *job, write func(key string, b []byte) error) error {
+// convert writes job j's data blob (and scale blob) through write; with
+// writeRef (nil when the output cannot take references) the pieces a
+// PieceHolder converts are written by reference.
+func (e *encoder) convert(j *job, write func(key string, b []byte) error, writeRef func(key string, ref any, n int64) error) error {
 	info, ok := j.src.Info(j.tensor)
 	if e.reference || !ok || !info.DType.IsFloat() {
 		return e.convertReference(j, write)
@@ -206,6 +221,9 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 	src := jobSource{raw: raw, dt: info.DType}
 	if f, base, _ := raw.Outer(); f != nil {
 		src.remote, _ = f.(PieceConverter)
+		if writeRef != nil {
+			src.hold, _ = f.(PieceHolder)
+		}
 		src.base = base
 	}
 	groups := 1
@@ -243,18 +261,26 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 
 	// One batch's rows [r, r+n) split into parts, each converted into its
 	// slice of out; slot picks the batch's scratch buffers.
-	convertChunk := func(slot, r, n int, out []byte) error {
+	// held: the references of a held batch's parts, in order.
+	convertChunk := func(slot, r, n int, out []byte, held []heldPart) error {
 		parts := splitRows(n, workers)
 		errs := make([]error, len(parts))
 		var wg sync.WaitGroup
 		for w, ab := range parts {
 			a, b := ab[0], ab[1]
-			part := out[e.outBytes(j, a*j.cols):e.outBytes(j, b*j.cols)]
 			s := e.scratch[slot*workers+w]
 			if depth == 1 {
 				s.growRaw((b - a) * j.cols * es)
 			}
-			run := func() { errs[w] = e.convertRows(j, src, s, r+a, b-a, part, groups, sc16, sc32) }
+			var part []byte
+			var h *heldPart
+			if held != nil {
+				h = &held[w]
+				h.n = int64(e.outBytes(j, (b-a)*j.cols))
+			} else {
+				part = out[e.outBytes(j, a*j.cols):e.outBytes(j, b*j.cols)]
+			}
+			run := func() { errs[w] = e.convertRows(j, src, s, r+a, b-a, part, h, groups, sc16, sc32) }
 			if w == len(parts)-1 {
 				run() // the last part runs here
 				continue
@@ -266,19 +292,23 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 		return errors.Join(errs...)
 	}
 
-	// Finished batches go to a writer goroutine; buffers take turns.
-	bufBytes := e.outBytes(j, step*j.cols)
-	for len(e.outBufs) < depth+1 {
-		e.outBufs = append(e.outBufs, nil)
-	}
-	bufs := e.outBufs[:max(2, depth+1)]
-	for i := range bufs {
-		if cap(bufs[i]) < bufBytes {
-			bufs[i] = make([]byte, bufBytes)
+	// Finished batches go to a writer goroutine; buffers take turns. Held
+	// batches have no bytes here: their references are written in order.
+	var bufs [][]byte
+	if src.hold == nil {
+		bufBytes := e.outBytes(j, step*j.cols)
+		for len(e.outBufs) < depth+1 {
+			e.outBufs = append(e.outBufs, nil)
+		}
+		bufs = e.outBufs[:max(2, depth+1)]
+		for i := range bufs {
+			if cap(bufs[i]) < bufBytes {
+				bufs[i] = make([]byte, bufBytes)
+			}
 		}
 	}
 	var wr *chunkWriter
-	if workers > 1 || depth > 1 {
+	if src.hold == nil && (workers > 1 || depth > 1) {
 		wr = startChunkWriter(write, bufs)
 	}
 	finish := func(err error) error {
@@ -292,6 +322,7 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 	type batch struct {
 		r, n int
 		out  []byte
+		held []heldPart
 		done chan error
 	}
 	var flight []*batch
@@ -312,6 +343,14 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 		if e.onRead != nil {
 			e.onRead(int64(b.n*j.cols) * 2)
 		}
+		for _, h := range b.held {
+			if err := writeRef(j.dataKey, h.ref, h.n); err != nil {
+				return err
+			}
+		}
+		if b.held != nil {
+			return nil
+		}
 		if wr != nil {
 			wr.send(j.dataKey, b.out)
 			return nil
@@ -321,24 +360,29 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error) error 
 	next, slot := 0, 0
 	for r := 0; r < j.rows; r += step {
 		n := min(step, j.rows-r)
-		var out []byte
-		if wr != nil {
-			if out = wr.buffer(); out == nil {
+		b := &batch{r: r, n: n, done: make(chan error, 1)}
+		switch {
+		case src.hold != nil:
+			b.held = make([]heldPart, len(splitRows(n, workers)))
+		case wr != nil:
+			if b.out = wr.buffer(); b.out == nil {
 				for len(flight) > 0 {
 					settle() //nolint:errcheck // the writer's error is the one reported
 				}
 				return finish(nil) // the writer failed; close reports it
 			}
-		} else {
-			out = bufs[next]
+		default:
+			b.out = bufs[next]
 			next ^= 1
 		}
-		b := &batch{r: r, n: n, out: out[:e.outBytes(j, n*j.cols)], done: make(chan error, 1)}
+		if b.out != nil {
+			b.out = b.out[:e.outBytes(j, n*j.cols)]
+		}
 		flight = append(flight, b)
 		if depth == 1 {
-			b.done <- convertChunk(0, r, n, b.out)
+			b.done <- convertChunk(0, r, n, b.out, b.held)
 		} else {
-			go func(slot int) { b.done <- convertChunk(slot, b.r, b.n, b.out) }(slot)
+			go func(slot int) { b.done <- convertChunk(slot, b.r, b.n, b.out, b.held) }(slot)
 			slot = (slot + 1) % depth
 		}
 		if len(flight) >= depth {
@@ -448,13 +492,23 @@ type jobSource struct {
 	raw    *io.SectionReader
 	dt     safetensors.DType
 	remote PieceConverter
+	hold   PieceHolder // remote, when its pieces are written by reference
 	base   int64
+}
+
+// heldPart is a part of a batch that stays where it was converted: its
+// reference and size (PieceHolder).
+type heldPart struct {
+	ref any
+	n   int64
 }
 
 // convertRows converts rows [r, r+n) of j into out (exactly their bytes)
 // and their scales: in another wasm instance when the source file offers
 // that (a browser worker, see PieceConverter), else here.
-func (e *encoder) convertRows(j *job, from jobSource, s *scratch, r, n int, out []byte, groups int, sc16 []uint16, sc32 []float32) error {
+// With h (and a PieceHolder source) the converted bytes stay with the
+// holder and h gets their reference.
+func (e *encoder) convertRows(j *job, from jobSource, s *scratch, r, n int, out []byte, h *heldPart, groups int, sc16 []uint16, sc32 []float32) error {
 	cnt := n * j.cols
 	es := from.dt.Size()
 	p := Piece{DType: from.dt, Rows: n, Cols: j.cols, Quant: j.enc == encQuant, Bits: j.scheme.Bits, Groups: groups, FP32: e.fp32}
@@ -464,7 +518,12 @@ func (e *encoder) convertRows(j *job, from jobSource, s *scratch, r, n int, out 
 	off := int64(j.row0+r) * int64(j.cols) * int64(es)
 	if from.remote != nil {
 		scales := make([]byte, p.ScaleBytes())
-		err := from.remote.ConvertPiece(from.base+off, p, out, scales)
+		var err error
+		if h != nil {
+			h.ref, err = from.hold.HoldPiece(from.base+off, p, scales)
+		} else {
+			err = from.remote.ConvertPiece(from.base+off, p, out, scales)
+		}
 		if err == nil {
 			unpackScales(scales, sc16, sc32, r*groups, p.FP32)
 			return nil

@@ -3,6 +3,7 @@ package export
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -23,6 +24,8 @@ type pieceFS struct {
 	fs.FS
 	pieces atomic.Int64
 	pool   sync.Pool
+	hold   bool         // files are PieceHolders
+	held   atomic.Int64 // pieces held
 }
 
 type pieceFile struct {
@@ -35,7 +38,41 @@ func (p *pieceFS) Open(name string) (fs.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	if p.hold {
+		return &holdFile{pieceFile{File: f, fsys: p}}, nil
+	}
 	return &pieceFile{File: f, fsys: p}, nil
+}
+
+// holdFile is a pieceFile that also holds pieces (PieceHolder): the
+// reference is the converted bytes themselves, which refBuffer appends.
+type holdFile struct{ pieceFile }
+
+func (f *holdFile) HoldPiece(off int64, p Piece, scales []byte) (any, error) {
+	f.fsys.held.Add(1)
+	out := make([]byte, p.OutBytes())
+	if err := f.ConvertPiece(off, p, out, scales); err != nil {
+		return nil, err
+	}
+	return heldBytes(out), nil
+}
+
+type heldBytes []byte
+
+// refBuffer is an output that takes references (RefWriter): held pieces.
+type refBuffer struct {
+	bytes.Buffer
+	refs int
+}
+
+func (b *refBuffer) WriteRef(ref any, n int64) error {
+	h, ok := ref.(heldBytes)
+	if !ok || int64(len(h)) != n {
+		return fmt.Errorf("bad reference %T of %d bytes for %d", ref, len(h), n)
+	}
+	b.refs++
+	b.Write(h)
+	return nil
 }
 
 func (f *pieceFile) ReadAt(b []byte, off int64) (int, error) {
@@ -88,6 +125,22 @@ func TestPiecesConvertedElsewhere(t *testing.T) {
 				Adapters: []Adapter{{Name: "ad", FS: pfs, Path: "ad"}}}, &got, nil))
 			require.Greater(t, pfs.pieces.Load(), int64(10), "pieces converted through the files")
 			require.True(t, bytes.Equal(want.Bytes(), got.Bytes()), "same bytes as the plain export")
+
+			// Held pieces, written by reference into the output: same bytes.
+			hfs := &pieceFS{FS: os.DirFS(dir), hold: true}
+			var held refBuffer
+			require.NoError(t, Export(context.Background(), Request{FS: hfs, ModelDir: "model", Options: o, Workers: 3,
+				Adapters: []Adapter{{Name: "ad", FS: hfs, Path: "ad"}}}, &held, nil))
+			require.Greater(t, hfs.held.Load(), int64(10), "pieces held by the files")
+			require.EqualValues(t, hfs.held.Load(), held.refs, "every held piece written by reference")
+			require.True(t, bytes.Equal(want.Bytes(), held.Bytes()), "same bytes with held pieces")
+
+			// Saving the base needs its bytes: nothing is held then.
+			hfs = &pieceFS{FS: os.DirFS(dir), hold: true}
+			held = refBuffer{}
+			require.NoError(t, Export(context.Background(), Request{FS: hfs, ModelDir: "model", Options: o, Workers: 3,
+				SaveBase: &memCache{}}, &held, nil))
+			require.Zero(t, hfs.held.Load(), "base pieces held while the base is saved")
 		})
 	}
 
@@ -108,6 +161,10 @@ func TestPiecesConvertedElsewhere(t *testing.T) {
 		errPieces := Export(context.Background(), Request{FS: pfs, ModelDir: "model", Options: o, Workers: 3}, io.Discard, nil)
 		require.Error(t, errPieces)
 		require.Equal(t, errPlain.Error(), errPieces.Error())
+		hfs := &pieceFS{FS: os.DirFS(bad), hold: true}
+		errHeld := Export(context.Background(), Request{FS: hfs, ModelDir: "model", Options: o, Workers: 3}, &refBuffer{}, nil)
+		require.Error(t, errHeld)
+		require.Equal(t, errPlain.Error(), errHeld.Error())
 	})
 }
 

@@ -376,7 +376,11 @@ func (e *encoder) encodeJob(j *job, bw0 *milblob.Writer) error {
 		return nil
 	}
 	bw := blobWriter{e: e, bw: bw0, tee: isBase && e.cacheOut != nil}
-	return e.convert(j, bw.write)
+	var writeRef func(key string, ref any, n int64) error
+	if !bw.tee && bw0.CanWriteRef() {
+		writeRef = bw0.WriteRef
+	}
+	return e.convert(j, bw.write, writeRef)
 }
 
 // read fills vals with rows [r, r+n) of the job's slice of its source.
