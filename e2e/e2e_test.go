@@ -29,6 +29,7 @@ import (
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
 	cdpruntime "github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/cdproto/storage"
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
@@ -474,24 +475,30 @@ func TestBrowserExporter(t *testing.T) {
 		require.True(t, bytes.Equal(want, blobBytes(t, ctx, `window.__exported`)), "export of a dropped folder differs")
 	})
 
-	t.Run("cache upkeep: stale chunks, delete, quota", func(t *testing.T) {
+	t.Run("cache upkeep: stale chunks and files, delete, quota", func(t *testing.T) {
 		const idb = `const idb = (fn) => new Promise((res, rej) => { const r = indexedDB.open('lorapte');
 			r.onsuccess = () => Promise.resolve(fn(r.result)).then((v) => { r.result.close(); res(v); }, rej); r.onerror = () => rej(r.error); });
-			const req = (r) => new Promise((res, rej) => { r.onsuccess = () => res(r.result); r.onerror = () => rej(r.error); });`
+			const req = (r) => new Promise((res, rej) => { r.onsuccess = () => res(r.result); r.onerror = () => rej(r.error); });
+			const opfs = async () => (await navigator.storage.getDirectory()).getDirectoryHandle('lorapte', { create: true });`
+		// sessions lists what the cache stores: sessions with chunks in
+		// IndexedDB and output files that are also cache entries.
 		sessions := func() []string {
 			return eval[[]string](t, ctx, `(async () => { `+idb+`
 				const keys = await idb((db) => req(db.transaction('chunks').objectStore('chunks').getAllKeys()));
-				return [...new Set(keys.map((k) => k[0]))]; })()`)
+				const files = []; for await (const name of (await opfs()).keys()) files.push(name.replace(/\.pte$/, ''));
+				return [...new Set([...keys.map((k) => k[0]), ...files])]; })()`)
 		}
-		// A chunk of a writer that crashed before its commit: no entry, no
-		// pending heartbeat. The next start-up removes it.
+		// A chunk and a file of writers that crashed before their commit: no
+		// entry, no pending heartbeat. The next start-up removes them.
 		do(t, ctx, `(async () => { `+idb+`
-			await idb((db) => req(db.transaction('chunks', 'readwrite').objectStore('chunks').put(new Uint8Array(10), ['stale0', 'p0/x', 0]))); })()`)
-		require.Contains(t, sessions(), "stale0")
+			await idb((db) => req(db.transaction('chunks', 'readwrite').objectStore('chunks').put(new Uint8Array(10), ['stale0', 'p0/x', 0])));
+			await (await opfs()).getFileHandle('stale1.pte', { create: true }); })()`)
+		require.Subset(t, sessions(), []string{"stale0", "stale1"})
 		loadPage("/")
 		waitIdle()
 		require.NotContains(t, sessions(), "stale0")
-		require.Len(t, sessions(), 1, "the committed entry keeps its chunks")
+		require.NotContains(t, sessions(), "stale1")
+		require.Len(t, sessions(), 1, "the committed entry keeps its file")
 
 		// Delete from the list.
 		do(t, ctx, shadow+`.querySelector('#bases button[data-id]').click()`)
@@ -511,13 +518,19 @@ func TestBrowserExporter(t *testing.T) {
 		require.True(t, bytes.Equal(want, blobBytes(t, ctx, `window.__exported`)))
 		require.Empty(t, sessions())
 
-		// Storage failing mid-way: the export still works, with a notice, and leaves no chunks.
-		do(t, ctx, `(() => { const put = IDBObjectStore.prototype.put; window.__put = put;
-			IDBObjectStore.prototype.put = function (v, k) {
-				if (v instanceof Blob || v instanceof Uint8Array) throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
-				return put.call(this, v, k); }; })()`)
+		// Storage full mid-way: the browser's estimate says there is room,
+		// but the origin's real quota (overridden through DevTools) does not
+		// hold the output file. The export still works, written again without
+		// the file, with a notice, and leaves nothing stored.
+		usage := eval[float64](t, ctx, `navigator.storage.estimate().then((e) => e.usage)`)
+		do(t, ctx, `navigator.storage.estimate = async () => ({ quota: 1 << 30, usage: 0 })`)
+		origin := strings.TrimSuffix(base, "/")
+		_, err := chromedp.Call(ctx, storage.OverrideQuotaForOrigin, storage.OverrideQuotaForOriginParams{Origin: origin, QuotaSize: ptr(usage + 4096)})
+		require.NoError(t, err)
 		exportOnPage(t, ctx, nl, "done")
-		do(t, ctx, `IDBObjectStore.prototype.put = window.__put`)
+		_, err = chromedp.Call(ctx, storage.OverrideQuotaForOrigin, storage.OverrideQuotaForOriginParams{Origin: origin})
+		require.NoError(t, err)
+		do(t, ctx, `delete navigator.storage.estimate`)
 		notice := eval[string](t, ctx, shadow+`.querySelector('#notices').textContent`)
 		require.Contains(t, notice, "not cached: browser storage is full")
 		require.True(t, bytes.Equal(want, blobBytes(t, ctx, `window.__exported`)))
@@ -579,10 +592,36 @@ func TestBrowserExporter(t *testing.T) {
 			const m = await lorapte.memory();
 			return { sha256: [...d].map((x) => x.toString(16).padStart(2, '0')).join(''), pieces: m.workerPieces - before, workers: m.workers };
 		})()`)
-		nl.exporting.Store(false)
 		require.Equal(t, hex.EncodeToString(sum[:]), got["sha256"])
 		require.GreaterOrEqual(t, got["workers"], float64(1))
 		require.Greater(t, got["pieces"], float64(10), "pieces converted in the workers")
+
+		// Caching the base (the default): the workers write the converted
+		// pieces straight into a file of the origin private file system,
+		// which is the result and the cache entry; a re-export from that
+		// entry is the native bytes too.
+		for _, b := range eval[[]map[string]any](t, ctx, `lorapte.cachedBases()`) {
+			do(t, ctx, fmt.Sprintf(`lorapte.deleteCachedBase(%q)`, b["id"]))
+		}
+		got = eval[map[string]any](t, ctx, `(async () => {
+			const sha = async (blob) => [...new Uint8Array(await crypto.subtle.digest('SHA-256', await blob.arrayBuffer()))].map((x) => x.toString(16).padStart(2, '0')).join('');
+			const before = (await lorapte.memory()).workerPieces;
+			const files = [...document.getElementById('adapter').files];
+			const res = await lorapte.exportDetailed({ model: [...document.getElementById('model').files],
+				adapters: [{ name: 'ad', files }], options: { multifunction: true, inputLen: 8, maxContextLen: 64 } });
+			const pieces = (await lorapte.memory()).workerPieces - before;
+			const again = await lorapte.exportDetailed({ base: res.baseId, adapters: [{ name: 'ad', files }],
+				options: { multifunction: true, inputLen: 8, maxContextLen: 64 } });
+			return { sha256: await sha(res.blob), file: res.blob instanceof File ? res.blob.name : '', baseId: res.baseId || '',
+				notices: res.notices.join(' '), pieces, cached: await sha(again.blob) };
+		})()`)
+		nl.exporting.Store(false)
+		require.Empty(t, got["notices"])
+		require.Equal(t, hex.EncodeToString(sum[:]), got["sha256"], "export written by the workers into a file")
+		require.Regexp(t, `^[0-9a-f]+\.pte$`, got["file"], "the result is the cache's file")
+		require.NotEmpty(t, got["baseId"])
+		require.Greater(t, got["pieces"], float64(10), "pieces converted in the workers")
+		require.Equal(t, hex.EncodeToString(sum[:]), got["cached"], "re-export from the cached file")
 	})
 
 	t.Run("offline after the first visit", func(t *testing.T) {

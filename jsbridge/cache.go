@@ -28,7 +28,10 @@ import (
 //	pending key session                     → {session, heartbeat} while a writer runs
 //
 // The chunks hold the base blobs back to back in manifest order (layout
-// "stream", see cacheSource); entries of older builds (no layout) keyed
+// "stream", see cacheSource). An entry of layout "file" has no chunks: its
+// blobs are read from the .pte the export wrote, a file of the origin
+// private file system named after the session (opfs.go), at the offsets
+// of the manifest (BaseBlob.Offset). Entries of older builds (no layout) keyed
 // chunks by blob, [session, blobKey, index], and may hold Uint8Arrays.
 // Chunks are Blobs so that a re-export can put them into the output by
 // reference (cacheSource.OpenBlobRef): the browser keeps them on disk and
@@ -204,6 +207,17 @@ func (c *Cache) cleanup(ctx context.Context, now time.Time) error {
 			}
 		}
 	}
+	if hasOPFS() {
+		files, err := opfsSessions()
+		if err != nil {
+			return err
+		}
+		for _, s := range files {
+			if !keep[s] {
+				drop[s] = true
+			}
+		}
+	}
 	for _, s := range sortedSet(drop) {
 		if err := c.deleteSession(ctx, s, ""); err != nil {
 			return err
@@ -246,7 +260,13 @@ func (c *Cache) deleteSession(ctx context.Context, session, id string) error {
 			return err
 		}
 	}
-	return txn.Await(ctx)
+	if err := txn.Await(ctx); err != nil {
+		return err
+	}
+	if hasOPFS() {
+		return opfsRemove(sessionFile(session))
+	}
+	return nil
 }
 
 // List returns the cached bases, most recently used first.
@@ -334,10 +354,19 @@ func (c *Cache) Load(ctx context.Context, id string) (*export.BaseManifest, expo
 	if err := json.Unmarshal([]byte(rec.Get("manifest").String()), &m); err != nil {
 		return nil, nil, fmt.Errorf("cached base %s: damaged manifest: %w", id, err)
 	}
+	layout := ""
+	if l := rec.Get("layout"); l.Type() == js.TypeString {
+		layout = l.String()
+	}
 	src := &cacheSource{c: c, ctx: ctx, session: rec.Get("session").String(), sizes: map[string]int64{},
-		stream: rec.Get("layout").Type() == js.TypeString && rec.Get("layout").String() == layoutStream}
-	if src.stream {
+		stream: layout == layoutStream}
+	if src.stream || layout == layoutFile {
 		src.offsets = map[string]int64{}
+	}
+	if layout == layoutFile {
+		if src.file, err = opfsFile(sessionFile(src.session)); err != nil {
+			return nil, nil, fmt.Errorf("cached base %s: %w", id, damaged("its file cannot be opened (%v)", err))
+		}
 	}
 	var off int64
 	for _, b := range m.Blobs {
@@ -345,8 +374,14 @@ func (c *Cache) Load(ctx context.Context, id string) (*export.BaseManifest, expo
 			return nil, nil, fmt.Errorf("cached base %s: damaged manifest: blob %s has %d bytes", id, b.Key, b.Bytes)
 		}
 		src.sizes[b.Key] = b.Bytes
-		if src.stream {
+		switch {
+		case src.stream:
 			src.offsets[b.Key] = off
+		case layout == layoutFile:
+			if size := int64(src.file.Get("size").Float()); b.Offset < 0 || b.Offset+b.Bytes > size || b.Offset+b.Bytes < b.Offset {
+				return nil, nil, fmt.Errorf("cached base %s: %w", id, damaged("blob %s at %d+%d is outside its file of %d bytes", b.Key, b.Offset, b.Bytes, size))
+			}
+			src.offsets[b.Key] = b.Offset
 		}
 		off += b.Bytes
 	}
@@ -361,6 +396,7 @@ func (c *Cache) Load(ctx context.Context, id string) (*export.BaseManifest, expo
 // and store each blob's own chunks under its key.
 const (
 	layoutStream = "stream"
+	layoutFile   = "file"
 	streamKey    = ""
 )
 
@@ -371,8 +407,9 @@ type cacheSource struct {
 	session string
 	sizes   map[string]int64
 	stream  bool
-	offsets map[string]int64 // stream layout: where each blob starts
+	offsets map[string]int64 // stream and file layouts: where each blob starts
 	total   int64            // stream layout: bytes of all blobs
+	file    js.Value         // file layout: the .pte holding the blobs
 
 	chunks map[string][]js.Value // chunk handles by blob key (streamKey for the stream), loaded once
 }
@@ -394,6 +431,10 @@ func (s *cacheSource) OpenBlobRef(key string) (any, int64, error) {
 	size, ok := s.sizes[key]
 	if !ok {
 		return nil, 0, errors.New("not in the cache entry's manifest")
+	}
+	if !s.file.IsUndefined() {
+		off := s.offsets[key]
+		return s.file.Call("slice", float64(off), float64(off+size)), size, nil
 	}
 	if s.chunks == nil {
 		if err := s.loadChunks(); err != nil {
@@ -804,4 +845,68 @@ func (w *CacheWriter) Abort() {
 		// A fresh context: the export's may be the one that was cancelled.
 		w.c.deleteSession(context.Background(), w.session, "") //nolint:errcheck // start-up cleanup retries
 	}
+}
+
+// FileWriter is the cache side of an export whose output file is also the
+// cache entry (layout "file"): a pending record while the file is written,
+// then the entry. Like CacheWriter, it never fails the export.
+type FileWriter struct {
+	c       *Cache
+	ctx     context.Context
+	Session string
+	now     func() time.Time
+}
+
+// NewFileWriter starts a session; its file is sessionFile(Session).
+func (c *Cache) NewFileWriter(ctx context.Context, now func() time.Time) (*FileWriter, error) {
+	var b [12]byte
+	rand.Read(b[:])
+	w := &FileWriter{c: c, ctx: ctx, Session: hex.EncodeToString(b[:]), now: now}
+	return w, w.Beat()
+}
+
+// Beat stores the session's heartbeat, so that start-up cleanup in
+// another tab leaves its file alone.
+func (w *FileWriter) Beat() error {
+	txn, err := w.c.db.Transaction(idb.TransactionReadWrite, storePending)
+	if err != nil {
+		return err
+	}
+	pending, _ := txn.ObjectStore(storePending)
+	hb := map[string]any{"session": w.Session, "heartbeat": float64(w.now().UnixMilli())}
+	if _, err := pending.PutKey(js.ValueOf(w.Session), js.ValueOf(hb)); err != nil {
+		return err
+	}
+	return txn.Await(w.ctx)
+}
+
+// Commit stores the entry for the complete file and ends the session.
+func (w *FileWriter) Commit(m *export.BaseManifest) error {
+	js_, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	rec := map[string]any{"id": m.Key, "name": m.Name, "bytes": float64(m.Bytes), "layout": layoutFile,
+		"lastUsed": float64(w.now().UnixMilli()), "session": w.Session, "manifest": string(js_)}
+	txn, err := w.c.db.Transaction(idb.TransactionReadWrite, storeBases, storePending)
+	if err != nil {
+		return storageError(err)
+	}
+	bases, _ := txn.ObjectStore(storeBases)
+	pending, _ := txn.ObjectStore(storePending)
+	if _, err := bases.PutKey(js.ValueOf(m.Key), js.ValueOf(rec)); err != nil {
+		return storageError(err)
+	}
+	if _, err := pending.Delete(js.ValueOf(w.Session)); err != nil {
+		return storageError(err)
+	}
+	if err := txn.Await(w.ctx); err != nil {
+		return storageError(err)
+	}
+	return nil
+}
+
+// Abort ends the session without an entry (the sink removes the file).
+func (w *FileWriter) Abort() {
+	w.c.deleteSession(context.Background(), w.Session, "") //nolint:errcheck // start-up cleanup retries
 }

@@ -107,11 +107,52 @@ func (c *Core) Export(parent context.Context, v js.Value) (*ExportResult, error)
 			}()
 		}
 	}
+	var sw *StreamWriter
+	if !req.output.IsUndefined() && !req.output.IsNull() {
+		if sw, err = NewStreamWriter(req.output, c.PartSize); err != nil {
+			return nil, err
+		}
+	}
 	progress("read", 0, 0)
+	err = c.run(ctx, req, res, sw, true, progress, notice)
+	var fe *fileOutputError
+	if errors.As(err, &fe) && ctx.Err() == nil {
+		// The output file that was to be the cache failed (the storage is
+		// full, say): export again, writing as usual, without caching.
+		notice(fmt.Sprintf("The converted base is not cached: %v. The export itself is not affected.", storageError(fe.err)))
+		req.cache = false
+		progress("read", 0, 0)
+		err = c.run(ctx, req, res, sw, false, progress, notice)
+	}
+	if err == nil && sw != nil {
+		err = sw.Close()
+	}
+	if err != nil {
+		err = cancelled(ctx, err)
+		if sw != nil {
+			sw.Abort(err)
+		}
+		return nil, err
+	}
+	progress("done", res.Size, res.Size)
+	return res, nil
+}
 
+// fileOutputError is a failure of the output file that was to be the
+// cache: the export can still be written another way.
+type fileOutputError struct{ err error }
+
+func (e *fileOutputError) Error() string { return e.err.Error() }
+func (e *fileOutputError) Unwrap() error { return e.err }
+
+// run plans and writes the export into sw, else into a Blob (res.Blob);
+// with fileOK the output may be a file that is also the base's cache.
+func (c *Core) run(ctx context.Context, req *exportRequest, res *ExportResult, sw *StreamWriter, fileOK bool,
+	progress func(stage string, done, total int64), notice func(string)) error {
 	xr := export.Request{Adapters: req.adapters, Options: req.options}
+	var pool *Pool
 	if c.pool != nil {
-		pool := c.pool.ForExport()
+		pool = c.pool.ForExport()
 		for _, f := range req.files {
 			f.SetPool(pool)
 		}
@@ -119,12 +160,13 @@ func (c *Core) Export(parent context.Context, v js.Value) (*ExportResult, error)
 		defer pool.clear()
 	}
 	var cache *Cache
+	var err error
 	if req.base != "" {
 		if cache, err = c.openCache(ctx); err != nil {
-			return nil, fmt.Errorf("cached base %s: %w", req.base, err)
+			return fmt.Errorf("cached base %s: %w", req.base, err)
 		}
 		if xr.Base, xr.BaseBlobs, err = cache.Load(ctx, req.base); err != nil {
-			return nil, err
+			return err
 		}
 	} else {
 		xr.FS, xr.ModelDir = req.model.fs, req.model.dir
@@ -141,7 +183,7 @@ func (c *Core) Export(parent context.Context, v js.Value) (*ExportResult, error)
 	}
 	plan, err := export.NewPlan(xr)
 	if err != nil {
-		return nil, cancelled(ctx, err)
+		return err
 	}
 	defer plan.Close()
 	if cw != nil {
@@ -156,15 +198,28 @@ func (c *Core) Export(parent context.Context, v js.Value) (*ExportResult, error)
 		}
 	}
 
-	var w io.Writer
-	var sw *StreamWriter
-	var bw *BlobWriter
-	if !req.output.IsUndefined() && !req.output.IsNull() {
-		if sw, err = NewStreamWriter(req.output, c.PartSize); err != nil {
-			return nil, err
+	// The base is to be cached and the workers can write files: the output
+	// goes into a file of the origin private file system that is also the
+	// cache entry, written once, by the workers (FileSink).
+	var fw *FileWriter
+	var fsink *FileSink
+	if fileOK && cw != nil && !cw.off && pool != nil && pool.hasOutput && hasOPFS() {
+		if fw, fsink, err = c.openFileOutput(ctx, cache, pool); err == nil {
+			cw.Disable()
+			cw = nil
+			plan.SaveBaseTo(nil)
+			pool.holding = true
 		}
+	}
+
+	var w io.Writer
+	var bw *BlobWriter
+	switch {
+	case fsink != nil:
+		w = fsink
+	case sw != nil:
 		w = sw
-	} else {
+	default:
 		bw = NewBlobWriter(c.PartSize)
 		w = bw
 	}
@@ -176,25 +231,50 @@ func (c *Core) Export(parent context.Context, v js.Value) (*ExportResult, error)
 	if err == nil && ctx.Err() != nil {
 		err = context.Cause(ctx) // aborted after the last write: still a cancel
 	}
-	if err == nil && sw != nil {
-		err = sw.Close()
+	var file js.Value
+	if fsink != nil {
+		if err == nil {
+			err = fsink.Close()
+		}
+		if err == nil {
+			file, err = opfsFile(fsink.name)
+		}
+		if err != nil && fsink.err != nil {
+			err = &fileOutputError{fsink.err}
+		}
+		// The file is complete: it is the result, or is copied into the stream.
+		if err == nil && sw != nil {
+			err = sw.WriteRef(file, plan.Size())
+		}
 	}
 	if err != nil {
-		err = cancelled(ctx, err)
 		if cw != nil {
 			cw.Abort()
 		}
-		if sw != nil {
-			sw.Abort(err)
+		if fsink != nil {
+			fsink.Abort()
+			fw.Abort()
 		}
-		return nil, err
+		return err
 	}
-	if bw != nil {
+	switch {
+	case sw != nil:
+	case fsink != nil:
+		res.Blob = file
+	default:
 		res.Blob = bw.Blob("application/octet-stream")
 	}
 	res.Size, res.Methods = plan.Size(), plan.Methods()
 
 	switch {
+	case fw != nil:
+		m := plan.BaseManifest()
+		m.Name = displayName(req.model.dir)
+		if err := fw.Commit(m); err != nil {
+			notice(fmt.Sprintf("The converted base is not cached: %v. The export itself is not affected.", err))
+		} else {
+			res.BaseID = m.Key
+		}
 	case req.base != "":
 		res.BaseID = req.base
 		cache.Touch(ctx, req.base, c.Now()) //nolint:errcheck // only the list order depends on it
@@ -211,8 +291,26 @@ func (c *Core) Export(parent context.Context, v js.Value) (*ExportResult, error)
 	if cw != nil && cw.Err() != nil {
 		notice(fmt.Sprintf("The converted base is not cached: %v. The export itself is not affected.", cw.Err()))
 	}
-	progress("done", res.Size, res.Size)
-	return res, nil
+	return nil
+}
+
+// openFileOutput starts a cache session whose file is the output; an
+// error leaves nothing behind (the export then writes as usual).
+func (c *Core) openFileOutput(ctx context.Context, cache *Cache, pool *Pool) (*FileWriter, *FileSink, error) {
+	now := c.Now
+	if now == nil {
+		now = time.Now
+	}
+	fw, err := cache.NewFileWriter(ctx, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	fs, err := NewFileSink(pool, sessionFile(fw.Session), c.PartSize)
+	if err != nil {
+		fw.Abort()
+		return nil, nil, err
+	}
+	return fw, fs, nil
 }
 
 // cancelled replaces the error of a cancelled export with ErrCancelled.

@@ -481,9 +481,25 @@ type pooledFile struct {
 // ahead (announced pieces are on their way already), else one that
 // fetches it now.
 func (f *pooledFile) ConvertPiece(off int64, p export.Piece, out, scales []byte) error {
+	_, err := f.piece(off, p, func(src js.Value) (any, error) { return nil, f.pool.convert(src, p, out, scales) })
+	return err
+}
+
+// CanHold implements export.PieceHolder: pieces stay in the workers when
+// the export's output is a file they write (filesink.go).
+func (f *pooledFile) CanHold() bool { return f.pool.holding }
+
+// HoldPiece implements export.PieceHolder: the worker converts the piece
+// and keeps it; the reference is a *heldPiece for the file sink.
+func (f *pooledFile) HoldPiece(off int64, p export.Piece, scales []byte) (any, error) {
+	return f.piece(off, p, func(src js.Value) (any, error) { return f.pool.hold(src, p, scales) })
+}
+
+// piece hands piece p at off to do with the handle of its fetched bytes.
+func (f *pooledFile) piece(off int64, p export.Piece, do func(src js.Value) (any, error)) (any, error) {
 	n := p.SourceBytes()
 	if off < 0 || off+int64(n) > f.r.Size() {
-		return &fs.PathError{Op: "read", Path: f.name, Err: io.ErrUnexpectedEOF}
+		return nil, &fs.PathError{Op: "read", Path: f.name, Err: io.ErrUnexpectedEOF}
 	}
 	f.r.mu.Lock()
 	src, ok, err := f.r.takeAhead(off, n)
@@ -491,16 +507,17 @@ func (f *pooledFile) ConvertPiece(off int64, p export.Piece, out, scales []byte)
 		src, err = f.r.fetchPiece(off, n)
 	}
 	f.r.mu.Unlock()
+	var res any
 	if err == nil {
-		err = f.pool.convert(src, p, out, scales)
+		res, err = do(src)
 	}
 	if err != nil {
 		if errors.Is(err, export.ErrSlowPath) {
-			return err
+			return nil, err
 		}
-		return &fs.PathError{Op: "convert", Path: f.name, Err: err}
+		return nil, &fs.PathError{Op: "convert", Path: f.name, Err: err}
 	}
-	return nil
+	return res, nil
 }
 
 // ReadAhead passes the converter's hint on (see BlobReader.ReadAhead).

@@ -131,3 +131,12 @@ func Promise(fn func() (any, error)) js.Value {
 	})
 	return js.Global().Get("Promise").New(executor)
 }
+
+// awaitCall calls v.method(args...) and awaits the Promise it returns.
+func awaitCall(v js.Value, method string, args ...any) (js.Value, error) {
+	p, err := call(v, method, args...)
+	if err != nil {
+		return js.Value{}, err
+	}
+	return Await(p)
+}

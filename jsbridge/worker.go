@@ -93,10 +93,24 @@ func RegisterWorker(global js.Value, name string) {
 //
 // Each export uses its own tag (ForExport), so exports running at the same
 // time do not clear each other's pieces.
+//
+// A pool that also has a writer (site/lorapte-worker.js) writes output
+// files in the origin private file system (hasOutput, see filesink.go):
+//
+//	hold(handle, piece)           Promise<{scales}>: like convert, the converter keeps the output
+//	emit(handle, at, n)           that converter sends the held piece to the output file at offset at
+//	openOutput(tag, name)         Promise: the writer opens the (emptied) file name
+//	writeOutput(tag, at, bytes)   the writer writes a Uint8Array (transferred) at offset at
+//	outputBelow(tag, limit)       Promise: resolves once at most limit bytes wait to be written
+//	outputError(tag)              the first write error, or null
+//	closeOutput(tag, bytes)       Promise: resolves once bytes bytes are written and the file closed
+//	abortOutput(tag)              Promise: the file is closed and removed
 type Pool struct {
-	v    js.Value
-	size int
-	tag  string
+	v         js.Value
+	size      int
+	tag       string
+	hasOutput bool
+	holding   bool // this export's pieces stay in the workers (the output is a file they write)
 }
 
 // NewPool wraps the page's pool object; nil when there is none.
@@ -116,14 +130,18 @@ func NewPool(v js.Value) (*Pool, error) {
 	if size < 1 || size > 64 {
 		return nil, fmt.Errorf("pool: size %d", size)
 	}
-	return &Pool{v: v, size: size}, nil
+	out := true
+	for _, m := range []string{"hold", "emit", "openOutput", "writeOutput", "outputBelow", "outputError", "closeOutput", "abortOutput"} {
+		out = out && v.Get(m).Type() == js.TypeFunction
+	}
+	return &Pool{v: v, size: size, hasOutput: out}, nil
 }
 
 // ForExport is the pool as one export uses it.
 func (p *Pool) ForExport() *Pool {
 	var b [8]byte
 	rand.Read(b[:])
-	return &Pool{v: p.v, size: p.size, tag: hex.EncodeToString(b[:])}
+	return &Pool{v: p.v, size: p.size, tag: hex.EncodeToString(b[:]), hasOutput: p.hasOutput}
 }
 
 // Size is the number of workers.
@@ -139,20 +157,8 @@ func (p *Pool) clear() { call(p.v, "clear", p.tag) } //nolint:errcheck // best e
 
 // convert has the worker that fetched a piece (handle) convert it.
 func (p *Pool) convert(handle js.Value, piece export.Piece, out, scales []byte) error {
-	pj, err := json.Marshal(piece)
+	res, err := p.request("convert", handle, piece)
 	if err != nil {
-		return err
-	}
-	pr, err := call(p.v, "convert", handle, string(pj))
-	if err != nil {
-		return err
-	}
-	res, err := Await(pr)
-	if err != nil {
-		var je *JSError
-		if errors.As(err, &je) && je.Name == "SlowPath" {
-			return export.ErrSlowPath
-		}
 		return err
 	}
 	o, s := res.Get("out"), res.Get("scales")
@@ -162,4 +168,46 @@ func (p *Pool) convert(handle js.Value, piece export.Piece, out, scales []byte) 
 	js.CopyBytesToGo(out, o)
 	js.CopyBytesToGo(scales, s)
 	return nil
+}
+
+// heldPiece is a converted piece a converter keeps until the output file
+// sink says where it goes (export.PieceHolder).
+type heldPiece struct {
+	handle js.Value
+	n      int64
+}
+
+// hold has the worker that fetched a piece convert it and keep the output.
+func (p *Pool) hold(handle js.Value, piece export.Piece, scales []byte) (*heldPiece, error) {
+	res, err := p.request("hold", handle, piece)
+	if err != nil {
+		return nil, err
+	}
+	s := res.Get("scales")
+	if s.Type() != js.TypeObject || s.Length() != len(scales) {
+		return nil, fmt.Errorf("pool: a worker returned %s scale bytes for %d", describe(s.Get("length")), len(scales))
+	}
+	js.CopyBytesToGo(scales, s)
+	return &heldPiece{handle: handle, n: int64(piece.OutBytes())}, nil
+}
+
+// request calls pool.convert or pool.hold and awaits the result.
+func (p *Pool) request(method string, handle js.Value, piece export.Piece) (js.Value, error) {
+	pj, err := json.Marshal(piece)
+	if err != nil {
+		return js.Value{}, err
+	}
+	pr, err := call(p.v, method, handle, string(pj))
+	if err != nil {
+		return js.Value{}, err
+	}
+	res, err := Await(pr)
+	if err != nil {
+		var je *JSError
+		if errors.As(err, &je) && je.Name == "SlowPath" {
+			return js.Value{}, export.ErrSlowPath
+		}
+		return js.Value{}, err
+	}
+	return res, nil
 }

@@ -7,7 +7,11 @@
 //              transfers the results back to the page;
 //   reader     reads the pieces from the dropped Files ahead of time and
 //              hands each to the converter that will convert it (through a
-//              MessagePort, transferred, not copied).
+//              MessagePort, transferred, not copied);
+//   writer     writes an export's output file in the origin private file
+//              system through a synchronous access handle (only workers
+//              have those): the page's bytes, and the converted pieces the
+//              converters send it straight (held pieces, see "hold").
 //
 // Reading is a thread of its own because a File's bytes arrive in small
 // steps on the thread that reads: a thread busy converting would hold the
@@ -42,7 +46,9 @@ function fromReader(e) {
   else p.resolve(m.buf);
 }
 
-async function convert({ id, piece: spec, tag }) {
+// convert converts a piece; a held piece ("hold") keeps its output here
+// until the page says where in the output file it goes ("emit").
+async function convert({ id, piece: spec, tag, hold }) {
   const p = piece(id, tag);
   try {
     const buf = await p.bytes;
@@ -52,11 +58,29 @@ async function convert({ id, piece: spec, tag }) {
       postMessage({ id, error: r.error, slow: r.slow, memory: memory.buffer.byteLength });
       return;
     }
+    if (hold) {
+      if (!cleared.has(tag)) held.set(id, { out: r.out, tag });
+      postMessage({ id, scales: r.scales, memory: memory.buffer.byteLength }, [r.scales.buffer]);
+      return;
+    }
     postMessage({ id, out: r.out, scales: r.scales, memory: memory.buffer.byteLength }, [r.out.buffer, r.scales.buffer]);
   } catch (e) {
     pieces.delete(id);
     postMessage({ id, error: String((e && e.message) || e) });
   }
+}
+
+const held = new Map(); // id → {out, tag}: converted pieces waiting for "emit"
+let toWriter = null; // MessagePort to the writer
+
+function emit({ id, at, tag }) {
+  const h = held.get(id);
+  held.delete(id);
+  if (!h) {
+    toWriter.postMessage({ op: 'write', tag, at, missing: `piece ${id} is not held by this converter` });
+    return;
+  }
+  toWriter.postMessage({ op: 'write', tag, at, buf: h.out.buffer, off: h.out.byteOffset, n: h.out.byteLength }, [h.out.buffer]);
 }
 
 async function startConverter(msg) {
@@ -69,6 +93,7 @@ async function startConverter(msg) {
     conv = self.__lorapteWorker;
     if (!conv) throw new Error('lorapte.wasm started but did not register its worker API');
     msg.port.onmessage = fromReader;
+    toWriter = msg.writer;
     postMessage({ ready: true });
   } catch (err) {
     postMessage({ ready: false, error: String((err && err.message) || err) });
@@ -94,13 +119,101 @@ async function read(msg) {
   }
 }
 
+// ---- writer -------------------------------------------------------------------
+
+// One output file per export (tag): opened by the page, written at the
+// given offsets by the page and the converters, in any order, and closed
+// by the page once it knows the total: the writer waits until that many
+// bytes are written. Every write is acknowledged to the page, which holds
+// back while too much is queued here.
+const outputs = new Map(); // tag → {h, queue, written, error, closing, name}
+
+// errText keeps a DOMException's name (QuotaExceededError says "storage
+// full" where the message may not).
+const errText = (e) => (e && e.name && e.message ? `${e.name}: ${e.message}` : String((e && e.message) || e));
+
+async function outputDir() {
+  const root = await navigator.storage.getDirectory();
+  return root.getDirectoryHandle('lorapte', { create: true });
+}
+
+async function openOutput({ tag, name }) {
+  const o = { h: null, queue: [], written: 0, error: null, closing: null, name };
+  outputs.set(tag, o);
+  try {
+    const fh = await (await outputDir()).getFileHandle(name, { create: true });
+    o.h = await fh.createSyncAccessHandle();
+    o.h.truncate(0);
+  } catch (e) {
+    o.error = `cannot open it: ${errText(e)}`;
+  }
+  if (!outputs.has(tag)) { // aborted meanwhile
+    if (o.h) o.h.close();
+    return;
+  }
+  postMessage({ tag, ev: o.error ? 'error' : 'opened', error: o.error });
+  for (const m of o.queue.splice(0)) writeOutput(m);
+}
+
+function writeOutput(m) {
+  const o = outputs.get(m.tag);
+  if (!o) return; // aborted
+  if (!o.h && !o.error) { o.queue.push(m); return; }
+  const n = m.n ?? (m.buf ? m.buf.byteLength : 0);
+  if (!o.error) {
+    try {
+      if (m.missing) throw new Error(m.missing);
+      const got = o.h.write(new Uint8Array(m.buf, m.off || 0, n), { at: m.at });
+      if (got !== n) throw new Error(`wrote ${got} of ${n} bytes at offset ${m.at}`);
+      o.written += n;
+    } catch (e) {
+      o.error = errText(e);
+      postMessage({ tag: m.tag, ev: 'error', error: o.error });
+    }
+  }
+  postMessage({ tag: m.tag, ev: 'wrote', n });
+  finishOutput(m.tag);
+}
+
+function finishOutput(tag) {
+  const o = outputs.get(tag);
+  if (!o || o.closing === null || (!o.error && o.written < o.closing)) return;
+  outputs.delete(tag);
+  let error = o.error;
+  try {
+    if (!error) {
+      o.h.flush();
+      if (o.h.getSize() !== o.closing) error = `the output file has ${o.h.getSize()} bytes, expected ${o.closing}`;
+    }
+  } catch (e) {
+    error = errText(e);
+  }
+  try { if (o.h) o.h.close(); } catch (e) { /* closing is best effort */ }
+  postMessage({ tag, ev: 'closed', error });
+}
+
+function closeOutput({ tag, bytes }) {
+  const o = outputs.get(tag);
+  if (!o) { postMessage({ tag, ev: 'closed', error: 'the output file is not open' }); return; }
+  o.closing = bytes;
+  finishOutput(tag);
+}
+
+async function abortOutput({ tag, name }) {
+  const o = outputs.get(tag);
+  outputs.delete(tag);
+  try { if (o && o.h) o.h.close(); } catch (e) { /* best effort */ }
+  try { await (await outputDir()).removeEntry(name); } catch (e) { /* never created */ }
+  postMessage({ tag, ev: 'aborted' });
+}
+
 // ---- messages from the page ------------------------------------------------------
 
 // clear drops what the export tagged tag left behind.
 const cleared = new Set();
 function clear(tag) {
   cleared.add(tag);
-  for (const m of [pieces, files]) for (const [k, v] of m) if (v.tag === tag) m.delete(k);
+  for (const m of [pieces, files, held]) for (const [k, v] of m) if (v.tag === tag) m.delete(k);
 }
 
 self.onmessage = (e) => {
@@ -111,6 +224,15 @@ self.onmessage = (e) => {
     case 'file': files.set(msg.fid, { file: msg.file, tag: msg.tag }); break;
     case 'fetch': read(msg); break;
     case 'convert': if (conv) convert(msg); else queue.push(msg); break;
+    case 'emit': emit(msg); break;
     case 'clear': clear(msg.tag); break;
+    case 'writer':
+      for (const p of msg.ports) p.onmessage = (ev) => writeOutput(ev.data);
+      postMessage({ ready: true });
+      break;
+    case 'open': openOutput(msg); break;
+    case 'write': writeOutput(msg); break;
+    case 'close': closeOutput(msg); break;
+    case 'abort': abortOutput(msg); break;
   }
 };

@@ -67,10 +67,13 @@
     });
     const converters = [];
     const readerPorts = [];
+    const writerPorts = [];
     for (let i = 0; i < n; i++) {
       const w = { worker: spawn(), pending: new Map(), memory: 0 };
       const ch = new MessageChannel();
       readerPorts.push(ch.port1);
+      const wch = new MessageChannel();
+      writerPorts.push(wch.port1);
       const failAll = (err) => { for (const p of w.pending.values()) p.reject(err); w.pending.clear(); };
       w.ready = ready(w.worker, (m) => {
         if (m.memory) w.memory = Math.max(w.memory, m.memory);
@@ -83,13 +86,45 @@
         p.reject(err);
       });
       w.ready.catch(failAll);
-      w.worker.postMessage({ op: 'start', module, wasmExec: new URL('wasm_exec.js', here).href, port: ch.port2 }, [ch.port2]);
+      w.worker.postMessage({ op: 'start', module, wasmExec: new URL('wasm_exec.js', here).href, port: ch.port2, writer: wch.port2 }, [ch.port2, wch.port2]);
       converters.push(w);
     }
     const reader = { worker: spawn(), files: new Map() };
     reader.ready = ready(reader.worker, () => {});
     reader.worker.postMessage({ op: 'reader', ports: readerPorts }, readerPorts);
-    const all = [reader, ...converters];
+    // The writer: output files in the origin private file system, for
+    // exports whose output is also the base's cache (jsbridge/filesink.go).
+    const outs = new Map(); // tag → {queued, error, opened, closed, below: [{limit, resolve}]}
+    const outOf = (tag) => {
+      if (!outs.has(tag)) outs.set(tag, { queued: 0, error: null, below: [] });
+      return outs.get(tag);
+    };
+    const settleBelow = (o) => {
+      o.below = o.below.filter((b) => {
+        if (o.queued > b.limit && !o.error) return true;
+        b.resolve();
+        return false;
+      });
+    };
+    const writer = { worker: spawn() };
+    writer.ready = ready(writer.worker, (m) => {
+      const o = outs.get(m.tag);
+      if (!o) return;
+      switch (m.ev) {
+        case 'opened': o.opened && o.opened.resolve(); break;
+        case 'wrote': o.queued -= m.n; settleBelow(o); break;
+        case 'error': o.error = o.error || m.error; if (o.opened) o.opened.reject(new Error(m.error)); settleBelow(o); break;
+        case 'closed': if (m.error) o.closed.reject(new Error(m.error)); else o.closed.resolve(); break;
+        case 'aborted': o.closed && o.closed.resolve(); break;
+      }
+    });
+    writer.worker.postMessage({ op: 'writer', ports: writerPorts }, writerPorts);
+    const deferred = () => {
+      let resolve, reject;
+      const p = new Promise((res, rej) => { resolve = res; reject = rej; });
+      return { p, resolve, reject };
+    };
+    const all = [reader, writer, ...converters];
     try {
       await Promise.all(all.map((w) => w.ready));
     } catch (e) {
@@ -128,6 +163,57 @@
           w.pending.set(handle.id, { resolve, reject });
           w.worker.postMessage({ op: 'convert', id: handle.id, piece, tag: handle.tag });
         });
+      },
+      /**
+       * Like convert, but the converter keeps the output until emit says
+       * where in the output file it goes: Promise<{scales}>.
+       */
+      hold(handle, piece) {
+        const w = converters[handle.w];
+        return new Promise((resolve, reject) => {
+          w.pending.set(handle.id, { resolve, reject });
+          w.worker.postMessage({ op: 'convert', id: handle.id, piece, tag: handle.tag, hold: true });
+        });
+      },
+      /** The held piece goes to the output file of its export at offset at. */
+      emit(handle, at, n) {
+        outOf(handle.tag).queued += n;
+        converters[handle.w].worker.postMessage({ op: 'emit', id: handle.id, at, tag: handle.tag });
+      },
+      /** Opens (empty) the output file name for the export tagged tag: Promise. */
+      openOutput(tag, name) {
+        const o = outOf(tag);
+        o.name = name;
+        o.opened = deferred();
+        writer.worker.postMessage({ op: 'open', tag, name });
+        return o.opened.p;
+      },
+      /** Writes the bytes of u8 (which must own its buffer: it is transferred) at offset at. */
+      writeOutput(tag, at, u8) {
+        outOf(tag).queued += u8.byteLength;
+        writer.worker.postMessage({ op: 'write', tag, at, buf: u8.buffer, off: u8.byteOffset, n: u8.byteLength }, [u8.buffer]);
+      },
+      /** Resolves once at most limit bytes wait to be written (or writing failed). */
+      outputBelow(tag, limit) {
+        const o = outOf(tag);
+        if (o.queued <= limit || o.error) return Promise.resolve();
+        return new Promise((resolve) => o.below.push({ limit, resolve }));
+      },
+      /** The first write error of the export's output file, or null. */
+      outputError: (tag) => outOf(tag).error,
+      /** Closes the output file once its bytes are written: Promise. */
+      closeOutput(tag, bytes) {
+        const o = outOf(tag);
+        o.closed = deferred();
+        writer.worker.postMessage({ op: 'close', tag, bytes });
+        return o.closed.p.finally(() => outs.delete(tag));
+      },
+      /** Closes and removes the output file: Promise. */
+      abortOutput(tag) {
+        const o = outOf(tag);
+        o.closed = deferred();
+        writer.worker.postMessage({ op: 'abort', tag, name: o.name });
+        return o.closed.p.finally(() => outs.delete(tag));
       },
       /** The export tagged tag ended: the workers drop what it read and did not convert. */
       clear(tag) {

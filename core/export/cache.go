@@ -98,6 +98,11 @@ func (p *Plan) BaseManifest() *BaseManifest {
 	return m
 }
 
+// SaveBaseTo replaces Request.SaveBase: where Write sends the converted
+// base blobs (nil: nowhere). The browser decides only after planning
+// whether it keeps the written file itself as the cache (BaseBlob.Offset).
+func (p *Plan) SaveBaseTo(s BlobSink) { p.saveBase = s }
+
 // loadCachedBase rebuilds the config and a header-only tensor source.
 func loadCachedBase(m *BaseManifest) (*hf.Config, *safetensors.Source, error) {
 	cfg, err := hf.ParseConfig(m.Config, m.Name+"/config.json")

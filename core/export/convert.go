@@ -115,8 +115,10 @@ type PieceConverter interface {
 // output file; the page never handles the converted bytes. The encoder
 // holds pieces only when the output takes references and nothing else
 // (the base cache) needs the bytes.
+// CanHold says whether pieces may be held now.
 type PieceHolder interface {
 	PieceConverter
+	CanHold() bool
 	HoldPiece(off int64, p Piece, scales []byte) (ref any, err error)
 }
 
@@ -221,8 +223,8 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error, writeR
 	src := jobSource{raw: raw, dt: info.DType}
 	if f, base, _ := raw.Outer(); f != nil {
 		src.remote, _ = f.(PieceConverter)
-		if writeRef != nil {
-			src.hold, _ = f.(PieceHolder)
+		if h, ok := f.(PieceHolder); ok && writeRef != nil && h.CanHold() {
+			src.hold = h
 		}
 		src.base = base
 	}

@@ -48,6 +48,8 @@ func (p *pieceFS) Open(name string) (fs.File, error) {
 // reference is the converted bytes themselves, which refBuffer appends.
 type holdFile struct{ pieceFile }
 
+func (f *holdFile) CanHold() bool { return true }
+
 func (f *holdFile) HoldPiece(off int64, p Piece, scales []byte) (any, error) {
 	f.fsys.held.Add(1)
 	out := make([]byte, p.OutBytes())

@@ -423,7 +423,7 @@ func (h *harness) export(spec jsSpec) (jsResult, error) {
 func (h *harness) run() (*Result, error) {
 	cfg := h.cfg
 	groups := []int{0}
-	spec := jsSpec{Model: new(int), Options: cfg.Options, Digest: cfg.Digest, Output: "file"}
+	spec := jsSpec{Model: new(int), Options: cfg.Options, Digest: cfg.Digest, Output: "blob"}
 	for i, a := range cfg.Adapters {
 		groups = append(groups, 1+i)
 		spec.Adapters = append(spec.Adapters, jsAdapter{Name: a.Name, Group: 1 + i})
