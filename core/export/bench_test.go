@@ -46,12 +46,10 @@ func startHeapPeak() *heapPeak {
 
 func (p *heapPeak) finish() { close(p.stop); p.done.Wait() }
 
-// BenchmarkExportSmolLM2 exports a random SmolLM2-135M-shaped bf16 model
-// (generated once, outside the timed loop) with two r=16 adapters, default
-// options and --multifunction, to io.Discard. MB/s is input bytes per
-// second; peak-heap-MB is the largest HeapInuse seen while exporting.
-func BenchmarkExportSmolLM2(b *testing.B) {
-	dir := b.TempDir()
+// smolLM2Request generates a random SmolLM2-135M-shaped bf16 model with
+// two r=16 adapters in dir: the request with default options and
+// --multifunction, and its input bytes.
+func smolLM2Request(b *testing.B, dir string) (Request, int64) {
 	s := benchgen.SmolLM2_135M()
 	input, err := benchgen.WriteModel(filepath.Join(dir, "model"), s, safetensors.BF16)
 	if err != nil {
@@ -69,8 +67,30 @@ func BenchmarkExportSmolLM2(b *testing.B) {
 	}
 	o := DefaultOptions()
 	o.Multifunction = true
-	req := Request{FS: fsys, ModelDir: "model", Adapters: adapters, Options: o}
+	return Request{FS: fsys, ModelDir: "model", Adapters: adapters, Options: o}, input
+}
 
+// BenchmarkPlanSmolLM2 plans (headers, digest, Core ML programs, layout)
+// the export of BenchmarkExportSmolLM2 without writing it: the part of an
+// export before its first output byte, which the browser runs on the
+// page's thread.
+func BenchmarkPlanSmolLM2(b *testing.B) {
+	req, _ := smolLM2Request(b, b.TempDir())
+	for b.Loop() {
+		p, err := NewPlan(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		p.Close()
+	}
+}
+
+// BenchmarkExportSmolLM2 exports a random SmolLM2-135M-shaped bf16 model
+// (generated once, outside the timed loop) with two r=16 adapters, default
+// options and --multifunction, to io.Discard. MB/s is input bytes per
+// second; peak-heap-MB is the largest HeapInuse seen while exporting.
+func BenchmarkExportSmolLM2(b *testing.B) {
+	req, input := smolLM2Request(b, b.TempDir())
 	b.SetBytes(input)
 	runtime.GC()
 	peak := startHeapPeak()

@@ -11,7 +11,6 @@ package mil
 
 import (
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 
@@ -28,10 +27,19 @@ const Opset = "CoreML8"
 // (iOS 18 / macOS 15: the first with multifunction models).
 const SpecificationVersion = 9
 
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
-// ValidName reports whether s is a MIL identifier as coremltools sanitizes them.
-func ValidName(s string) bool { return identRE.MatchString(s) }
+// ValidName reports whether s is a MIL identifier as coremltools sanitizes
+// them: [A-Za-z_][A-Za-z0-9_]*. (A loop, not a regexp: every op name is
+// checked, and a 1B model has hundreds of thousands.)
+func ValidName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		letter := c == '_' || (c|0x20 >= 'a' && c|0x20 <= 'z')
+		if !letter && (i == 0 || c < '0' || c > '9') {
+			return false
+		}
+	}
+	return s != ""
+}
 
 // Var is a named SSA value of a function: a function input or an op output.
 type Var struct {

@@ -6,6 +6,7 @@ import (
 	"lorapte/core/quant"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -262,4 +263,32 @@ func TestSharedOffsets(t *testing.T) {
 	require.Equal(t, 5, common)
 	wq := m.plan.Add("wq.data", milblob.INT4, dim*dim)
 	require.True(t, a[wq] && b[wq])
+}
+
+// identRE is the identifier rule as a regular expression, the reference
+// for ValidName.
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func TestValidNameMatchesTheRule(t *testing.T) {
+	for _, s := range []string{"", "a", "_", "Z9", "9a", "a-b", "a b", "é", "x@1", "layers_0_q", "[", "`", "{", "@", "a\x00"} {
+		require.Equal(t, identRE.MatchString(s), mil.ValidName(s), "%q", s)
+	}
+	// Every one- and two-byte string.
+	for a := 0; a < 256; a++ {
+		require.Equal(t, identRE.MatchString(string([]byte{byte(a)})), mil.ValidName(string([]byte{byte(a)})), "%#x", a)
+		for b := 0; b < 256; b++ {
+			s := string([]byte{byte(a), byte(b)})
+			require.Equal(t, identRE.MatchString(s), mil.ValidName(s), "%#x %#x", a, b)
+		}
+	}
+}
+
+func FuzzValidName(f *testing.F) {
+	f.Add("layers_0_q")
+	f.Add("0x")
+	f.Fuzz(func(t *testing.T, s string) {
+		if identRE.MatchString(s) != mil.ValidName(s) {
+			t.Fatalf("ValidName(%q) = %v", s, mil.ValidName(s))
+		}
+	})
 }
