@@ -116,7 +116,7 @@ func (b *browserBench) run(dir string, native benchResult, runs int, keep bool, 
 		Options: map[string]any{"multifunction": true},
 		// A DevTools CPU profile of the page during the first full export,
 		// for finding where the browser's time goes.
-		CPUProfile: os.Getenv("LORAPTE_BENCH_CPUPROFILE"),
+		CPUProfile: os.Getenv("LORAPTE_BENCH_CPUPROFILE"), CachedCPUProfile: os.Getenv("LORAPTE_BENCH_CPUPROFILE_CACHED"),
 	}
 	for _, a := range benchAdapters {
 		cfg.Adapters = append(cfg.Adapters, adapter(a))

@@ -67,8 +67,9 @@ type Config struct {
 	Log      io.Writer     // progress lines; nil for none
 	Digest   bool          // hash each output after timing it (small models: the output is read into memory)
 	// CPUProfile, when set, receives the page's CPU profile (JS and wasm
-	// frames, DevTools' .cpuprofile JSON) of the first full export.
-	CPUProfile string
+	// frames, DevTools' .cpuprofile JSON) of the first full export;
+	// CachedCPUProfile that of the first cached re-export into a Blob.
+	CPUProfile, CachedCPUProfile string
 }
 
 // Export is one measured export.
@@ -352,7 +353,7 @@ type harness struct {
 	ctx      context.Context
 	url      string
 	cfg      Config
-	profiled bool
+	profiled, profiledCached bool
 }
 
 func (h *harness) startProfile() error {
@@ -482,10 +483,22 @@ func (h *harness) run() (*Result, error) {
 		if err := h.load(newGroup); err != nil {
 			return nil, err
 		}
+		profile := cfg.CachedCPUProfile != "" && out.output == "blob" && !h.profiledCached
+		if profile {
+			if err := h.startProfile(); err != nil {
+				return nil, err
+			}
+		}
 		r, err = h.export(jsSpec{Base: res.BaseID, Options: cfg.Options, Digest: cfg.Digest, Output: out.output,
 			Adapters: []jsAdapter{{Name: cfg.New.Name, Group: newGroup}}})
 		if err != nil {
 			return nil, fmt.Errorf("cached re-export in the browser (%s output): %w", out.output, err)
+		}
+		if profile {
+			h.profiledCached = true
+			if err := h.stopProfile(cfg.CachedCPUProfile); err != nil {
+				return nil, err
+			}
 		}
 		*out.dst = r.export()
 	}
