@@ -386,6 +386,15 @@ func (c *Cache) Load(ctx context.Context, id string) (*export.BaseManifest, expo
 		off += b.Bytes
 	}
 	src.total = off
+	if layout == layoutFile {
+		size := int64(src.file.Get("size").Float())
+		for _, r := range m.Regions {
+			if r.Offset < 0 || r.Bytes < 0 || r.Offset+r.Bytes > size || r.Offset+r.Bytes < r.Offset {
+				return nil, nil, fmt.Errorf("cached base %s: %w", id, damaged("region of partition %d at %d+%d is outside its file of %d bytes", r.Part, r.Offset, r.Bytes, size))
+			}
+		}
+		src.regions = m.Regions
+	}
 	return &m, src, nil
 }
 
@@ -410,6 +419,7 @@ type cacheSource struct {
 	offsets map[string]int64 // stream and file layouts: where each blob starts
 	total   int64            // stream layout: bytes of all blobs
 	file    js.Value         // file layout: the .pte holding the blobs
+	regions []export.BaseRegion
 
 	chunks map[string][]js.Value // chunk handles by blob key (streamKey for the stream), loaded once
 }
@@ -455,6 +465,18 @@ func (s *cacheSource) OpenBlobRef(key string) (any, int64, error) {
 		return parts[0], size, nil
 	}
 	return js.Global().Get("Blob").New(parts), size, nil
+}
+
+// OpenRegionRef implements export.RegionRefSource: a file entry's range
+// of base blobs of one partition, one slice of its file (each slice of a
+// File is a round trip to the browser, and a 1B model has ~800 blobs).
+func (s *cacheSource) OpenRegionRef(part int, digest string) (any, int64, error) {
+	for _, r := range s.regions {
+		if r.Part == part && r.Digest == digest {
+			return s.file.Call("slice", float64(r.Offset), float64(r.Offset+r.Bytes)), r.Bytes, nil
+		}
+	}
+	return nil, 0, nil
 }
 
 // damaged is the error for an entry whose chunks do not add up.

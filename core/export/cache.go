@@ -8,6 +8,7 @@ import (
 	"path"
 
 	"lorapte/core/hf"
+	"lorapte/core/milblob"
 	"lorapte/core/safetensors"
 )
 
@@ -34,6 +35,18 @@ type BaseBlob struct {
 	Offset int64  `json:"offset"`
 }
 
+// BaseRegion is the start of a partition's weight file in the written
+// .pte that holds only base (and inline) blobs: Bytes bytes at Offset, from
+// the end of the file header on. A later export whose weight file starts
+// with the same blobs (PrefixDigest) can take the whole range by one
+// reference instead of one per blob (RegionRefSource).
+type BaseRegion struct {
+	Part   int    `json:"part"`
+	Offset int64  `json:"offset"`
+	Bytes  int64  `json:"bytes"`
+	Digest string `json:"digest"` // milblob.Plan.PrefixDigest of those blobs
+}
+
 // BaseManifest describes a cached base: enough to plan an export again.
 type BaseManifest struct {
 	Key    string     `json:"key"`  // fingerprint of the base content and the options that shape its blobs
@@ -43,6 +56,18 @@ type BaseManifest struct {
 	Digest []byte     `json:"digest"` // content digest of the base tensors
 	Blobs  []BaseBlob `json:"blobs"`
 	Bytes  int64      `json:"bytes"` // total blob bytes
+	// Regions, one per partition that starts with base blobs, are ranges
+	// of the written .pte (see BaseRegion).
+	Regions []BaseRegion `json:"regions,omitempty"`
+}
+
+// RegionRefSource is an optional capability of a BlobSource that keeps
+// the .pte the manifest was written with: the BaseRegion of partition part
+// with the given digest as a reference (see BlobRefSource), or a nil ref
+// when it has none.
+type RegionRefSource interface {
+	BlobRefSource
+	OpenRegionRef(part int, digest string) (ref any, size int64, err error)
 }
 
 // BlobSource serves a cached base's blobs.
@@ -86,13 +111,18 @@ func (p *Plan) BaseManifest() *BaseManifest {
 				weights = p.layout.SegmentOffset(pp.segment) + f.Offset
 			}
 		}
-		for _, e := range pp.weights.blobs.Entries() {
+		entries := pp.weights.blobs.Entries()
+		for _, e := range entries {
 			j := pp.weights.owner[e.Key]
 			if j == nil || j.src != p.base {
 				continue
 			}
 			m.Blobs = append(m.Blobs, BaseBlob{Key: blobKey(i, e.Key), Bytes: e.Bytes, Offset: weights + int64(e.Data)})
 			m.Bytes += e.Bytes
+		}
+		if k := pp.weights.basePrefix(); k > 0 {
+			m.Regions = append(m.Regions, BaseRegion{Part: i, Offset: weights + milblob.HeaderSize,
+				Bytes: int64(entries[k-1].End()) - milblob.HeaderSize, Digest: pp.weights.blobs.PrefixDigest(k)})
 		}
 	}
 	return m

@@ -92,3 +92,102 @@ func TestCachedBaseIsByteIdentical(t *testing.T) {
 	err = Export(context.Background(), cached, io.Discard, nil)
 	require.ErrorContains(t, err, "cached base")
 }
+
+// fileCache is a base cache that keeps the .pte the base was written with
+// (as the browser does): blobs and regions are references to ranges of
+// that file (byteRefs), counted.
+type fileCache struct {
+	file         []byte
+	man          *BaseManifest
+	blobs, areas int
+}
+
+type byteRef []byte
+
+func (c *fileCache) OpenBlob(key string) (io.Reader, error) {
+	ref, _, err := c.OpenBlobRef(key)
+	if err != nil {
+		return nil, err
+	}
+	return bytes.NewReader(ref.(byteRef)), nil
+}
+
+func (c *fileCache) OpenBlobRef(key string) (any, int64, error) {
+	for _, b := range c.man.Blobs {
+		if b.Key == key {
+			c.blobs++
+			return byteRef(c.file[b.Offset : b.Offset+b.Bytes]), b.Bytes, nil
+		}
+	}
+	return nil, 0, fmt.Errorf("no blob %s", key)
+}
+
+func (c *fileCache) OpenRegionRef(part int, digest string) (any, int64, error) {
+	for _, r := range c.man.Regions {
+		if r.Part == part && r.Digest == digest {
+			c.areas++
+			return byteRef(c.file[r.Offset : r.Offset+r.Bytes]), r.Bytes, nil
+		}
+	}
+	return nil, 0, nil
+}
+
+// byteRefBuffer is an output that takes byteRefs (RefWriter).
+type byteRefBuffer struct{ bytes.Buffer }
+
+func (b *byteRefBuffer) WriteRef(ref any, n int64) error {
+	r, ok := ref.(byteRef)
+	if !ok || int64(len(r)) != n {
+		return fmt.Errorf("bad reference %T of %d bytes for %d", ref, len(r), n)
+	}
+	b.Write(r)
+	return nil
+}
+
+// TestCachedRegionsAreByteIdentical: a re-export from a cache that keeps
+// the first export's .pte takes each partition's leading base blobs by one
+// reference (BaseRegion) and equals a direct export, also with another
+// context length; when the planned layout differs from the file's (the
+// region digests do not match), it falls back to one reference per blob,
+// still byte-identical.
+func TestCachedRegionsAreByteIdentical(t *testing.T) {
+	o := DefaultOptions()
+	o.InputLen, o.MaxContextLen, o.Multifunction = 4, 12, true
+	p, err := NewPlan(Request{FS: os.DirFS("../.."), ModelDir: "testdata/tiny-llama/model", Options: o, Adapters: fixtureAdapters()[:1]})
+	require.NoError(t, err)
+	var first bytes.Buffer
+	require.NoError(t, p.Write(context.Background(), &first, nil))
+	man := p.BaseManifest()
+	require.Len(t, man.Regions, 3, "one region per partition (graph breaks)")
+
+	other := *man
+	other.Regions = append([]BaseRegion(nil), man.Regions...)
+	for i := range other.Regions {
+		other.Regions[i].Digest = "another layout"
+	}
+	for name, c := range map[string]struct {
+		edit func(o *Options)
+		man  *BaseManifest
+	}{
+		"same layout":          {func(o *Options) {}, man},
+		"other context length": {func(o *Options) { o.MaxContextLen = 16 }, man},
+		"other layout":         {func(o *Options) {}, &other},
+	} {
+		t.Run(name, func(t *testing.T) {
+			o2 := o
+			c.edit(&o2)
+			cache := &fileCache{file: first.Bytes(), man: c.man}
+			var got byteRefBuffer
+			require.NoError(t, Export(context.Background(), Request{Base: man, BaseBlobs: cache, Options: o2, Adapters: fixtureAdapters()[1:]}, &got, nil))
+			want := exportBytes(t, "testdata/tiny-llama/model", fixtureAdapters()[1:], o2)
+			require.True(t, bytes.Equal(want, got.Bytes()), "re-export from the cached file differs from a direct export")
+			if c.man == man {
+				require.Equal(t, 3, cache.areas, "every partition's base blobs by one reference")
+				require.Zero(t, cache.blobs)
+			} else {
+				require.Zero(t, cache.areas)
+				require.Equal(t, len(man.Blobs), cache.blobs, "blob by blob")
+			}
+		})
+	}
+}

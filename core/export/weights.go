@@ -53,6 +53,7 @@ type weightPlan struct {
 	owner map[string]*job   // blob key → the job writing it
 	jobs  []*job
 	byKey map[string]*job
+	index map[string]int // blob key → entry index, once needed
 	vars  map[*mil.Function]map[string]*mil.Var
 	err   error
 }
@@ -288,18 +289,82 @@ type encoder struct {
 
 // encode writes every job of the plan to bw in plan order.
 func (e *encoder) encode(w *weightPlan, bw *milblob.Writer) error {
-	for k, j := range w.jobs {
+	covered, err := e.copyCachedPrefix(w, bw)
+	if err != nil {
+		return err
+	}
+	jobs := w.jobs
+	if covered > 0 {
+		// The base jobs whose blobs the cached prefix holds are done.
+		jobs = nil
+		for _, j := range w.jobs {
+			if w.index[j.dataKey] >= covered || (j.scaleKey != "" && w.index[j.scaleKey] >= covered) {
+				jobs = append(jobs, j)
+			}
+		}
+	}
+	for k, j := range jobs {
 		if k == 0 {
 			e.announce(j)
 		}
-		if k+1 < len(w.jobs) {
-			e.announce(w.jobs[k+1])
+		if k+1 < len(jobs) {
+			e.announce(jobs[k+1])
 		}
 		if err := e.encodeJob(j, bw); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// basePrefix is how many blobs at the start of the weight file are base
+// or inline blobs (0 when none is a base blob): the range a cached .pte
+// of the same base can supply whole (BaseRegion).
+func (w *weightPlan) basePrefix() int {
+	k, base := 0, false
+	for _, e := range w.blobs.Entries() {
+		j := w.owner[e.Key]
+		if j != nil && j.src != w.base {
+			break
+		}
+		base = base || j != nil
+		k++
+	}
+	if !base {
+		return 0
+	}
+	return k
+}
+
+// copyCachedPrefix writes the start of the weight file by one reference
+// when the cache keeps a .pte whose weight file starts with the same blobs
+// (RegionRefSource); it returns how many blobs that covered.
+func (e *encoder) copyCachedPrefix(w *weightPlan, bw *milblob.Writer) (int, error) {
+	rs, ok := e.cacheIn.(RegionRefSource)
+	if !ok || e.base == nil || !bw.CanWriteRef() {
+		return 0, nil
+	}
+	k := w.basePrefix()
+	if k == 0 {
+		return 0, nil
+	}
+	ref, n, err := rs.OpenRegionRef(e.part, w.blobs.PrefixDigest(k))
+	if err == nil && ref != nil {
+		err = bw.WritePrefixRef(k, ref, n)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cached base: partition %d: %w", e.part, err)
+	}
+	if ref == nil {
+		return 0, nil
+	}
+	if w.index == nil {
+		w.index = map[string]int{}
+		for i, en := range w.blobs.Entries() {
+			w.index[en.Key] = i
+		}
+	}
+	return k, nil
 }
 
 func (e *encoder) grow(n int) {

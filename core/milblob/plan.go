@@ -135,6 +135,23 @@ func (p *Plan) reserve(key string, dt DType, n int64) (int, error) {
 // Entries lists the planned blobs in file order.
 func (p *Plan) Entries() []Entry { return append([]Entry(nil), p.entries...) }
 
+// PrefixDigest fingerprints the layout of the first k entries: keys,
+// types, sizes and offsets, and the bytes of the inline ones. Two plans
+// with the same prefix digest write the same bytes from HeaderSize to the
+// end of entry k-1 when their Add entries get the same data, so a file
+// written from one plan can stand in for that range of the other
+// (Writer.WritePrefixRef).
+func (p *Plan) PrefixDigest(k int) string {
+	h := sha256.New()
+	for i, e := range p.entries[:min(max(k, 0), len(p.entries))] {
+		fmt.Fprintf(h, "%d %q %d %d %d %d %d %d\n", i, e.Key, e.DType, e.N, e.Meta, e.Data, e.Bytes, e.PaddingBits)
+		if data, ok := p.inline[i]; ok {
+			h.Write(data)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
 // Size is the byte size of the finished file.
 func (p *Plan) Size() int64 {
 	if p.end == 0 {

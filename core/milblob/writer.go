@@ -132,6 +132,28 @@ func (w *Writer) WriteRef(key string, ref any, n int64) error {
 	return w.put(key, n, func() { w.emitRef(ref, n) })
 }
 
+// WritePrefixRef starts the file: the header, then entries [0, k) by
+// reference, ref standing for the n bytes from HeaderSize to the end of
+// entry k-1 (those of another file with the same Plan.PrefixDigest(k)).
+// Nothing may have been written yet; writing goes on with entry k.
+func (w *Writer) WritePrefixRef(k int, ref any, n int64) error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.started || k < 1 || k > len(w.entries) {
+		return w.fail(fmt.Errorf("milblob: prefix of %d blobs by reference: only at the start of a file of %d blobs", k, len(w.entries)))
+	}
+	if want := int64(w.entries[k-1].End()) - HeaderSize; n != want {
+		return w.fail(fmt.Errorf("milblob: prefix of %d blobs by reference has %d bytes, the plan says %d", k, n, want))
+	}
+	w.started = true
+	w.emit(Header(uint32(len(w.entries))))
+	w.emitRef(ref, n)
+	w.cur = k
+	w.advance()
+	return w.err
+}
+
 func (w *Writer) fail(err error) error {
 	if w.err == nil {
 		w.err = err
