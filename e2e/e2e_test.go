@@ -562,7 +562,7 @@ func TestBrowserExporter(t *testing.T) {
 		// larger ones go piece by piece to the worker pool.
 		dir := t.TempDir()
 		s := benchgen.Shape{Key: "e2e", Name: "e2e", Hidden: 512, Intermediate: 1536, Layers: 2, Heads: 8, KVHeads: 2,
-			Vocab: 64000, RopeTheta: 10000, MaxPositions: 2048, RMSEps: 1e-5}
+			Vocab: 64000, Tied: true, RopeTheta: 10000, MaxPositions: 2048, RMSEps: 1e-5}
 		_, err := benchgen.WriteModel(filepath.Join(dir, "model"), s, safetensors.BF16)
 		require.NoError(t, err)
 		_, err = benchgen.WriteAdapter(filepath.Join(dir, "ad"), s, "ad", benchgen.DefaultAdapter())
@@ -606,14 +606,16 @@ func TestBrowserExporter(t *testing.T) {
 		got = eval[map[string]any](t, ctx, `(async () => {
 			const sha = async (blob) => [...new Uint8Array(await crypto.subtle.digest('SHA-256', await blob.arrayBuffer()))].map((x) => x.toString(16).padStart(2, '0')).join('');
 			const before = (await lorapte.memory()).workerPieces;
+			const twinsBefore = (await lorapte.memory()).workerTwins;
 			const files = [...document.getElementById('adapter').files];
 			const res = await lorapte.exportDetailed({ model: [...document.getElementById('model').files],
 				adapters: [{ name: 'ad', files }], options: { multifunction: true, inputLen: 8, maxContextLen: 64 } });
 			const pieces = (await lorapte.memory()).workerPieces - before;
+			const twins = (await lorapte.memory()).workerTwins - twinsBefore;
 			const again = await lorapte.exportDetailed({ base: res.baseId, adapters: [{ name: 'ad', files }],
 				options: { multifunction: true, inputLen: 8, maxContextLen: 64 } });
 			return { sha256: await sha(res.blob), file: res.blob instanceof File ? res.blob.name : '', baseId: res.baseId || '',
-				notices: res.notices.join(' '), pieces, cached: await sha(again.blob) };
+				notices: res.notices.join(' '), pieces, twins, cached: await sha(again.blob) };
 		})()`)
 		nl.exporting.Store(false)
 		require.Empty(t, got["notices"])
@@ -621,6 +623,7 @@ func TestBrowserExporter(t *testing.T) {
 		require.Regexp(t, `^[0-9a-f]+\.pte$`, got["file"], "the result is the cache's file")
 		require.NotEmpty(t, got["baseId"])
 		require.Greater(t, got["pieces"], float64(10), "pieces converted in the workers")
+		require.Positive(t, got["twins"], "the tied head converted from the embedding's reads")
 		require.Equal(t, hex.EncodeToString(sum[:]), got["cached"], "re-export from the cached file")
 	})
 

@@ -491,8 +491,8 @@ func (f *pooledFile) CanHold() bool { return f.pool.holding }
 
 // HoldPiece implements export.PieceHolder: the worker converts the piece
 // and keeps it; the reference is a *heldPiece for the file sink.
-func (f *pooledFile) HoldPiece(off int64, p export.Piece, scales []byte) (any, error) {
-	return f.piece(off, p, func(src js.Value) (any, error) { return f.pool.hold(src, p, scales) })
+func (f *pooledFile) HoldPiece(off int64, p export.Piece, scales []byte, twins []export.Twin) (any, error) {
+	return f.piece(off, p, func(src js.Value) (any, error) { return f.pool.hold(src, p, scales, twins) })
 }
 
 // piece hands piece p at off to do with the handle of its fetched bytes.

@@ -97,7 +97,9 @@ func RegisterWorker(global js.Value, name string) {
 // A pool that also has a writer (site/lorapte-worker.js) writes output
 // files in the origin private file system (hasOutput, see filesink.go):
 //
-//	hold(handle, piece)           Promise<{scales}>: like convert, the converter keeps the output
+//	hold(handle, piece, twins)    Promise<{scales, twins}>: like convert, the converter keeps the output;
+//	                              twins (JSON [{piece, skip, bytes}]) are converted from the same bytes and
+//	                              kept too: twins[i] is {handle, scales}, or {error} when it failed
 //	emit(handle, at, n)           that converter sends the held piece to the output file at offset at
 //	openOutput(tag, name)         Promise: the writer opens the (emptied) file name
 //	writeOutput(tag, at, bytes)   the writer writes a Uint8Array (transferred) at offset at
@@ -177,27 +179,63 @@ type heldPiece struct {
 	n      int64
 }
 
-// hold has the worker that fetched a piece convert it and keep the output.
-func (p *Pool) hold(handle js.Value, piece export.Piece, scales []byte) (*heldPiece, error) {
-	res, err := p.request("hold", handle, piece)
+// hold has the worker that fetched a piece convert it (and its twins) and
+// keep the outputs.
+func (p *Pool) hold(handle js.Value, piece export.Piece, scales []byte, twins []export.Twin) (*heldPiece, error) {
+	type twinSpec struct {
+		Piece export.Piece `json:"piece"`
+		Skip  int          `json:"skip"`  // source bytes before the twin's
+		Bytes int          `json:"bytes"` // the twin's source bytes
+	}
+	specs := make([]twinSpec, len(twins))
+	for i, t := range twins {
+		specs[i] = twinSpec{t.Piece, t.Skip, t.Piece.SourceBytes()}
+	}
+	tj, err := json.Marshal(specs)
 	if err != nil {
 		return nil, err
 	}
-	s := res.Get("scales")
-	if s.Type() != js.TypeObject || s.Length() != len(scales) {
-		return nil, fmt.Errorf("pool: a worker returned %s scale bytes for %d", describe(s.Get("length")), len(scales))
+	res, err := p.request("hold", handle, piece, string(tj))
+	if err != nil {
+		return nil, err
 	}
-	js.CopyBytesToGo(scales, s)
+	if err := scalesTo(scales, res); err != nil {
+		return nil, err
+	}
+	rt := res.Get("twins")
+	if len(twins) > 0 && (rt.Type() != js.TypeObject || rt.Length() != len(twins)) {
+		return nil, fmt.Errorf("pool: a worker returned %s twins for %d", describe(rt.Get("length")), len(twins))
+	}
+	for i := range twins {
+		r := rt.Index(i)
+		if r.Get("error").Type() == js.TypeString {
+			continue // that twin's job converts as usual
+		}
+		if err := scalesTo(twins[i].Scales, r); err != nil {
+			return nil, err
+		}
+		twins[i].Ref = &heldPiece{handle: r.Get("handle"), n: int64(twins[i].Piece.OutBytes())}
+	}
 	return &heldPiece{handle: handle, n: int64(piece.OutBytes())}, nil
 }
 
+// scalesTo copies res.scales (a Uint8Array of len(dst) bytes) into dst.
+func scalesTo(dst []byte, res js.Value) error {
+	s := res.Get("scales")
+	if s.Type() != js.TypeObject || s.Length() != len(dst) {
+		return fmt.Errorf("pool: a worker returned %s scale bytes for %d", describe(s.Get("length")), len(dst))
+	}
+	js.CopyBytesToGo(dst, s)
+	return nil
+}
+
 // request calls pool.convert or pool.hold and awaits the result.
-func (p *Pool) request(method string, handle js.Value, piece export.Piece) (js.Value, error) {
+func (p *Pool) request(method string, handle js.Value, piece export.Piece, extra ...any) (js.Value, error) {
 	pj, err := json.Marshal(piece)
 	if err != nil {
 		return js.Value{}, err
 	}
-	pr, err := call(p.v, method, handle, string(pj))
+	pr, err := call(p.v, method, append([]any{handle, string(pj)}, extra...)...)
 	if err != nil {
 		return js.Value{}, err
 	}

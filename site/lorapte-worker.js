@@ -48,7 +48,7 @@ function fromReader(e) {
 
 // convert converts a piece; a held piece ("hold") keeps its output here
 // until the page says where in the output file it goes ("emit").
-async function convert({ id, piece: spec, tag, hold }) {
+async function convert({ id, piece: spec, tag, hold, twins }) {
   const p = piece(id, tag);
   try {
     const buf = await p.bytes;
@@ -60,7 +60,14 @@ async function convert({ id, piece: spec, tag, hold }) {
     }
     if (hold) {
       if (!cleared.has(tag)) held.set(id, { out: r.out, tag });
-      postMessage({ id, scales: r.scales, memory: memory.buffer.byteLength }, [r.scales.buffer]);
+      // Twins: other pieces from runs of the same bytes, held as well.
+      const tr = (twins || []).map((t) => {
+        const x = conv.convert(new Uint8Array(buf, t.skip, t.bytes), t.piece);
+        if (x.error) return { error: x.error };
+        if (!cleared.has(tag)) held.set(t.id, { out: x.out, tag });
+        return { scales: x.scales };
+      });
+      postMessage({ id, scales: r.scales, twins: tr, memory: memory.buffer.byteLength });
       return;
     }
     postMessage({ id, out: r.out, scales: r.scales, memory: memory.buffer.byteLength }, [r.out.buffer, r.scales.buffer]);

@@ -56,6 +56,7 @@
   async function startPool(module) {
     if (typeof Worker !== 'function') return null;
     let converted = 0; // pieces the workers converted, for memory()
+    let twinned = 0; // of which twins (converted from another piece's bytes)
     const n = poolSize();
     const spawn = () => new Worker(new URL('lorapte-worker.js', here));
     const ready = (worker, onMessage) => new Promise((resolve, reject) => {
@@ -168,11 +169,18 @@
        * Like convert, but the converter keeps the output until emit says
        * where in the output file it goes: Promise<{scales}>.
        */
-      hold(handle, piece) {
+      hold(handle, piece, twins) {
         const w = converters[handle.w];
+        // Twins (JSON [{piece, skip, bytes}]) are converted from the same bytes by
+        // the same converter and held under ids of their own.
+        const tw = JSON.parse(twins || '[]').map((t) => ({ id: next++, piece: JSON.stringify(t.piece), skip: t.skip, bytes: t.bytes }));
         return new Promise((resolve, reject) => {
-          w.pending.set(handle.id, { resolve, reject });
-          w.worker.postMessage({ op: 'convert', id: handle.id, piece, tag: handle.tag, hold: true });
+          w.pending.set(handle.id, {
+            resolve: (m) => resolve({ scales: m.scales, twins: (m.twins || []).map((r, i) => (r.error === undefined
+              ? (twinned++, { scales: r.scales, handle: { w: handle.w, id: tw[i].id, tag: handle.tag } }) : { error: r.error })) }),
+            reject,
+          });
+          w.worker.postMessage({ op: 'convert', id: handle.id, piece, tag: handle.tag, hold: true, twins: tw });
         });
       },
       /** The held piece goes to the output file of its export at offset at. */
@@ -222,6 +230,7 @@
       },
       memoryBytes: () => converters.reduce((s, w) => s + w.memory, 0),
       converted: () => converted,
+      twinned: () => twinned,
     };
   }
 
@@ -358,7 +367,9 @@
      * Memory diagnostics: wasmBytes is the size of the wasm linear memory
      * of the page's instance plus its conversion workers' (workerBytes,
      * workers); linear memory only ever grows, so it is the peak so far.
-     * workerPieces counts the pieces the workers converted.
+     * workerPieces counts the pieces the workers converted, workerTwins
+     * the pieces of a tied table's second use converted from the first's
+     * bytes.
      * The rest are the page instance's Go runtime.MemStats Sys, HeapSys,
      * HeapInuse in bytes.
      */
@@ -367,7 +378,8 @@
       const workerBytes = pool ? pool.memoryBytes() : 0;
       return {
         wasmBytes: wasmMemory.buffer.byteLength + workerBytes, workerBytes,
-        workers: pool ? pool.size : 0, workerPieces: pool ? pool.converted() : 0, ...coreNow.memStats(),
+        workers: pool ? pool.size : 0, workerPieces: pool ? pool.converted() : 0, workerTwins: pool ? pool.twinned() : 0,
+        ...coreNow.memStats(),
       };
     },
     classify,

@@ -116,10 +116,25 @@ type PieceConverter interface {
 // holds pieces only when the output takes references and nothing else
 // (the base cache) needs the bytes.
 // CanHold says whether pieces may be held now.
+//
+// twins are further pieces converted from the same source bytes, each a
+// run of the piece's rows in another encoding (a tied model's LM head is
+// its embedding table quantized another way): the source is read once
+// for both. HoldPiece sets each twin's Ref (nil when that twin could not
+// be converted) and fills its Scales.
 type PieceHolder interface {
 	PieceConverter
 	CanHold() bool
-	HoldPiece(off int64, p Piece, scales []byte) (ref any, err error)
+	HoldPiece(off int64, p Piece, scales []byte, twins []Twin) (ref any, err error)
+}
+
+// Twin is a piece converted from part of another piece's source bytes
+// (PieceHolder): Skip source bytes in, p.SourceBytes() long.
+type Twin struct {
+	Piece  Piece
+	Skip   int
+	Scales []byte // Piece.ScaleBytes, filled by HoldPiece
+	Ref    any    // the held output, set by HoldPiece
 }
 
 // Converter converts pieces: what a worker runs for a PieceConverter. It
@@ -219,6 +234,9 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error, writeR
 	raw, err := j.src.Raw(j.tensor)
 	if err != nil {
 		return fmt.Errorf("%s: %w", j.label, err)
+	}
+	if done, err := e.writeTwins(j, write, writeRef); done || err != nil {
+		return err
 	}
 	src := jobSource{raw: raw, dt: info.DType}
 	if f, base, _ := raw.Outer(); f != nil {
@@ -522,7 +540,11 @@ func (e *encoder) convertRows(j *job, from jobSource, s *scratch, r, n int, out 
 		scales := make([]byte, p.ScaleBytes())
 		var err error
 		if h != nil {
-			h.ref, err = from.hold.HoldPiece(from.base+off, p, scales)
+			twins, tjobs := e.twinPieces(j, p, r, n)
+			h.ref, err = from.hold.HoldPiece(from.base+off, p, scales, twins)
+			if err == nil {
+				e.keepTwins(j.row0+r, p.SourceBytes()/p.Rows, twins, tjobs)
+			}
 		} else {
 			err = from.remote.ConvertPiece(from.base+off, p, out, scales)
 		}

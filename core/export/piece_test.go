@@ -26,6 +26,10 @@ type pieceFS struct {
 	pool   sync.Pool
 	hold   bool         // files are PieceHolders
 	held   atomic.Int64 // pieces held
+	twins  atomic.Int64 // twin pieces held
+	// refuseTwins leaves every twin unconverted (as a worker does when a
+	// twin fails): the twin jobs are then converted as usual.
+	refuseTwins bool
 }
 
 type pieceFile struct {
@@ -50,11 +54,24 @@ type holdFile struct{ pieceFile }
 
 func (f *holdFile) CanHold() bool { return true }
 
-func (f *holdFile) HoldPiece(off int64, p Piece, scales []byte) (any, error) {
+func (f *holdFile) HoldPiece(off int64, p Piece, scales []byte, twins []Twin) (any, error) {
 	f.fsys.held.Add(1)
 	out := make([]byte, p.OutBytes())
 	if err := f.ConvertPiece(off, p, out, scales); err != nil {
 		return nil, err
+	}
+	// Twins from the same bytes: read here again (a browser worker converts
+	// them from the bytes it has).
+	for i := range twins {
+		tw := &twins[i]
+		tout := make([]byte, tw.Piece.OutBytes())
+		if f.fsys.refuseTwins {
+			continue
+		}
+		if err := f.ConvertPiece(off+int64(tw.Skip), tw.Piece, tout, tw.Scales); err == nil {
+			tw.Ref = heldBytes(tout)
+			f.fsys.twins.Add(1)
+		}
 	}
 	return heldBytes(out), nil
 }
@@ -100,8 +117,15 @@ func (f *pieceFile) ConvertPiece(off int64, p Piece, out, scales []byte) error {
 // bytes as the plain export, for quantized and float outputs in float16
 // and float32, and a non-finite weight gives the same error.
 func TestPiecesConvertedElsewhere(t *testing.T) {
+	for _, tied := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tied=%t", tied), func(t *testing.T) { testPiecesConvertedElsewhere(t, tied) })
+	}
+}
+
+func testPiecesConvertedElsewhere(t *testing.T, tied bool) {
 	dir := t.TempDir()
 	s := smallShape("pc", 1, 8192)
+	s.Tied = tied
 	genModel(t, dir, s, true)
 	opts := func(edit func(o *Options)) Options {
 		o := DefaultOptions()
@@ -134,8 +158,23 @@ func TestPiecesConvertedElsewhere(t *testing.T) {
 			require.NoError(t, Export(context.Background(), Request{FS: hfs, ModelDir: "model", Options: o, Workers: 3,
 				Adapters: []Adapter{{Name: "ad", FS: hfs, Path: "ad"}}}, &held, nil))
 			require.Greater(t, hfs.held.Load(), int64(10), "pieces held by the files")
-			require.EqualValues(t, hfs.held.Load(), held.refs, "every held piece written by reference")
+			require.EqualValues(t, hfs.held.Load()+hfs.twins.Load(), held.refs, "every held piece written by reference")
+			if tied {
+				// The head's rows come from the embedding's reads (8 splits of
+				// 1024 rows over the 3 parts of the one embedding batch).
+				require.GreaterOrEqual(t, hfs.twins.Load(), int64(8), "head pieces converted with the embedding's")
+			} else {
+				require.Zero(t, hfs.twins.Load())
+			}
 			require.True(t, bytes.Equal(want.Bytes(), held.Bytes()), "same bytes with held pieces")
+
+			if tied {
+				hfs = &pieceFS{FS: os.DirFS(dir), hold: true, refuseTwins: true}
+				held = refBuffer{}
+				require.NoError(t, Export(context.Background(), Request{FS: hfs, ModelDir: "model", Options: o, Workers: 3,
+					Adapters: []Adapter{{Name: "ad", FS: hfs, Path: "ad"}}}, &held, nil))
+				require.True(t, bytes.Equal(want.Bytes(), held.Bytes()), "same bytes when the twins fail")
+			}
 
 			// Saving the base needs its bytes: nothing is held then.
 			hfs = &pieceFS{FS: os.DirFS(dir), hold: true}

@@ -250,6 +250,7 @@ func (p *Plan) Write(ctx context.Context, w io.Writer, progress Progress) error 
 		}
 	}
 	enc := &encoder{fp32: p.opts.DType == "fp32", base: p.base, cacheIn: p.baseBlobs, cacheOut: p.saveBase, workers: p.workers}
+	enc.findTwins(p.parts)
 	for i, pp := range p.parts {
 		enc.part = i
 		err := pw.StreamSegment(pp.segment, func(sw io.Writer) error {

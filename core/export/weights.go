@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"lorapte/core/hf"
 	"lorapte/core/lora"
@@ -285,6 +286,11 @@ type encoder struct {
 	reference bool // tests: use the single-goroutine reference loop
 	scratch   []*scratch
 	outBufs   [][]byte
+
+	// Tied tables converted once for two jobs (twins.go).
+	twinOf map[*job][]*job   // job → later jobs reading rows it reads
+	twins  map[*job]*twinSet // twin job → its held parts
+	twinMu sync.Mutex
 }
 
 // encode writes every job of the plan to bw in plan order.
