@@ -171,7 +171,7 @@ func (p *Plan) planPart(index int, kind llama.Part) (*part, error) {
 	if err != nil {
 		return nil, fmt.Errorf("partition %s: %w", kind, err)
 	}
-	modelBytes, err := mil.Marshal(model)
+	modelBytes, err := mil.MarshalBuilt(model)
 	if err != nil {
 		return nil, err
 	}

@@ -51,9 +51,10 @@ const (
 
 // encoder holds the bytes written so far in buf[pos:]; it grows at the front.
 type encoder struct {
-	buf []byte
-	pos int
-	err error // first error (invalid UTF-8)
+	buf   []byte
+	pos   int
+	err   error // first error (invalid UTF-8)
+	built bool  // no unknown fields to look for (MarshalBuilt)
 
 	// Sorted entries of the maps being written, one stack per value type
 	// (maps nest: a Value's type can have attributes).
@@ -71,11 +72,12 @@ type entry[V any] struct {
 }
 
 // marshalModel encodes m exactly as protobuf-go's deterministic marshal does.
-func marshalModel(m *coremlpb.Model) ([]byte, error) {
+// With built, m has no unknown fields (MarshalBuilt).
+func marshalModel(m *coremlpb.Model, built bool) ([]byte, error) {
 	if m == nil {
 		return nil, nil // protobuf-go: a nil message has no bytes
 	}
-	e := &encoder{}
+	e := &encoder{built: built}
 	e.grow(sizeHint(m))
 	e.model(m)
 	if e.err != nil {
@@ -209,6 +211,9 @@ func (e *encoder) optBool(num int, v bool) {
 // unknown writes the unknown fields protobuf-go kept when m was parsed
 // (they follow all known fields, so they are written first here).
 func (e *encoder) unknown(m protoreflect.ProtoMessage) {
+	if e.built {
+		return
+	}
 	if u := m.ProtoReflect().GetUnknown(); len(u) > 0 {
 		e.raw(u)
 	}

@@ -120,6 +120,12 @@ func TestMarshalBuilderModels(t *testing.T) {
 		requireSameBytes(t, m, "plain %v", tc)
 		withStates(m)
 		requireSameBytes(t, m, "with states %v", tc)
+		// Built models have no unknown fields: MarshalBuilt gives the same bytes.
+		want, err := protoMarshal(m)
+		require.NoError(t, err)
+		built, err := MarshalBuilt(m)
+		require.NoError(t, err)
+		require.Equal(t, want, built, "MarshalBuilt %v", tc)
 		b, err := Marshal(m)
 		require.NoError(t, err)
 		back := &coremlpb.Model{}
