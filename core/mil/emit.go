@@ -22,8 +22,45 @@ func literal(name string, v Value) param {
 	return param{name: name, value: &v}
 }
 
-func nameAttr(name string) map[string]*milpb.Value {
-	return map[string]*milpb.Value{"name": Str(name).pb}
+// nameAttr is an op's attributes map with its "name" string (its type
+// shared within the program, see Program.tensorType).
+func (f *Function) nameAttr(name string) map[string]*milpb.Value {
+	// One allocation for the eight small messages of the value: every op
+	// has one, and a 1B model has hundreds of thousands of ops.
+	a := &struct {
+		v   milpb.Value
+		iv  milpb.Value_ImmediateValue_
+		imm milpb.Value_ImmediateValue
+		t   milpb.Value_ImmediateValue_Tensor
+		tv  milpb.TensorValue
+		s   milpb.TensorValue_Strings
+		rs  milpb.TensorValue_RepeatedStrings
+		str [1]string
+	}{}
+	a.str[0] = name
+	a.rs.Values = a.str[:]
+	a.s.Strings = &a.rs
+	a.tv.Value = &a.s
+	a.t.Tensor = &a.tv
+	a.imm.Value = &a.t
+	a.iv.ImmediateValue = &a.imm
+	a.v.Type, a.v.Value = f.p.tensorType(STRING, nil), &a.iv
+	return map[string]*milpb.Value{"name": &a.v}
+}
+
+// nameArg is an argument binding the var name, in one allocation.
+func nameArg(name string) *milpb.Argument {
+	a := &struct {
+		arg milpb.Argument
+		b   [1]*milpb.Argument_Binding
+		bnd milpb.Argument_Binding
+		n   milpb.Argument_Binding_Name
+	}{}
+	a.n.Name = name
+	a.bnd.Binding = &a.n
+	a.b[0] = &a.bnd
+	a.arg.Arguments = a.b[:]
+	return &a.arg
 }
 
 // bad records an error for op name and returns an unregistered placeholder so
@@ -54,23 +91,27 @@ func (f *Function) emit(typ, name string, params []param, outs ...*Var) bool {
 			return false
 		}
 	}
-	op := &milpb.Operation{Type: typ, Inputs: map[string]*milpb.Argument{}, Attributes: nameAttr(name)}
+	op := &milpb.Operation{Type: typ, Inputs: map[string]*milpb.Argument{}, Attributes: f.nameAttr(name)}
 	for _, p := range params {
-		arg := &milpb.Argument{}
+		var arg *milpb.Argument
 		switch {
 		case p.konst != nil:
 			cv := f.Const(name+"_"+p.name, *p.konst)
 			if f.vars[cv.Name] != cv {
 				return false
 			}
-			arg.Arguments = []*milpb.Argument_Binding{{Binding: &milpb.Argument_Binding_Name{Name: cv.Name}}}
+			arg = nameArg(cv.Name)
+		case len(p.vars) == 1 && p.value == nil:
+			arg = nameArg(p.vars[0].Name)
 		case p.value != nil:
+			arg = &milpb.Argument{}
 			if err := p.value.Err(); err != nil {
 				f.failf("op %q (%s) param %q: %v", name, typ, p.name, err)
 				return false
 			}
 			arg.Arguments = []*milpb.Argument_Binding{{Binding: &milpb.Argument_Binding_Value{Value: p.value.pb}}}
 		default:
+			arg = &milpb.Argument{}
 			for _, v := range p.vars {
 				arg.Arguments = append(arg.Arguments, &milpb.Argument_Binding{Binding: &milpb.Argument_Binding_Name{Name: v.Name}})
 			}
@@ -78,7 +119,7 @@ func (f *Function) emit(typ, name string, params []param, outs ...*Var) bool {
 		op.Inputs[p.name] = arg
 	}
 	for _, o := range outs {
-		op.Outputs = append(op.Outputs, &milpb.NamedValueType{Name: o.Name, Type: TensorType(o.DType, o.Shape)})
+		op.Outputs = append(op.Outputs, &milpb.NamedValueType{Name: o.Name, Type: f.p.tensorType(o.DType, o.Shape)})
 		f.vars[o.Name] = o
 		f.kind[o.Name] = typ
 	}

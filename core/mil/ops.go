@@ -17,12 +17,12 @@ func (f *Function) Const(name string, v Value) *Var {
 	if !f.claim(name) {
 		return out
 	}
-	attrs := nameAttr(name)
+	attrs := f.nameAttr(name)
 	attrs["val"] = v.pb
 	f.ops = append(f.ops, &milpb.Operation{
 		Type:       "const",
 		Attributes: attrs,
-		Outputs:    []*milpb.NamedValueType{{Name: name, Type: TensorType(v.dt, v.shape)}},
+		Outputs:    []*milpb.NamedValueType{{Name: name, Type: f.p.tensorType(v.dt, v.shape)}},
 	})
 	f.vars[name] = out
 	f.kind[name] = "const"

@@ -57,6 +57,35 @@ func (v *Var) String() string {
 type Program struct {
 	funcs []*Function
 	err   error
+	types map[typeKey]*milpb.ValueType // see tensorType
+}
+
+// typeKey is a tensor type Program.tensorType keeps.
+type typeKey struct {
+	dt   DataType
+	rank int
+	dims [6]int64
+}
+
+// tensorType is TensorType for the outputs of the program's ops: one
+// instance per distinct type, shared within the program. A 1B model has a
+// few hundred distinct types and hundreds of thousands of outputs; the
+// messages are not modified once built.
+func (p *Program) tensorType(dt DataType, shape []int64) *milpb.ValueType {
+	if len(shape) > len(typeKey{}.dims) {
+		return TensorType(dt, shape)
+	}
+	k := typeKey{dt: dt, rank: len(shape)}
+	copy(k.dims[:], shape)
+	if t, ok := p.types[k]; ok {
+		return t
+	}
+	if p.types == nil {
+		p.types = map[typeKey]*milpb.ValueType{}
+	}
+	t := TensorType(dt, shape)
+	p.types[k] = t
+	return t
 }
 
 // NewProgram returns an empty program.
