@@ -48,6 +48,16 @@ func (f *Function) nameAttr(name string) map[string]*milpb.Value {
 	return map[string]*milpb.Value{"name": &a.v}
 }
 
+// typed is v's message with its type, shared within the program: values
+// get their type only when used, so that the hundreds of thousands of
+// constants of a model share a few hundred types.
+func (f *Function) typed(v Value) *milpb.Value {
+	if v.pb.Type == nil {
+		v.pb.Type = f.p.tensorType(v.dt, v.shape)
+	}
+	return v.pb
+}
+
 // nameArg is an argument binding the var name, in one allocation.
 func nameArg(name string) *milpb.Argument {
 	a := &struct {
@@ -109,7 +119,7 @@ func (f *Function) emit(typ, name string, params []param, outs ...*Var) bool {
 				f.failf("op %q (%s) param %q: %v", name, typ, p.name, err)
 				return false
 			}
-			arg.Arguments = []*milpb.Argument_Binding{{Binding: &milpb.Argument_Binding_Value{Value: p.value.pb}}}
+			arg.Arguments = []*milpb.Argument_Binding{{Binding: &milpb.Argument_Binding_Value{Value: f.typed(*p.value)}}}
 		default:
 			arg = &milpb.Argument{}
 			for _, v := range p.vars {

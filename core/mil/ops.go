@@ -18,7 +18,7 @@ func (f *Function) Const(name string, v Value) *Var {
 		return out
 	}
 	attrs := f.nameAttr(name)
-	attrs["val"] = v.pb
+	attrs["val"] = f.typed(v)
 	f.ops = append(f.ops, &milpb.Operation{
 		Type:       "const",
 		Attributes: attrs,

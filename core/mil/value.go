@@ -65,7 +65,11 @@ func (v Value) Proto() *milpb.Value {
 	if v.err != nil || v.pb == nil {
 		return nil
 	}
-	return proto.Clone(v.pb).(*milpb.Value)
+	c := proto.Clone(v.pb).(*milpb.Value)
+	if c.Type == nil {
+		c.Type = TensorType(v.dt, v.shape)
+	}
+	return c
 }
 
 // BlobOffset returns the metadata offset of a blob value.
@@ -108,8 +112,7 @@ func bad(dt DataType, shape []int64, format string, args ...any) Value {
 
 func immediate(dt DataType, shape []int64, tv *milpb.TensorValue) Value {
 	return Value{
-		pb: &milpb.Value{
-			Type:  TensorType(dt, shape),
+		pb: &milpb.Value{ // Type: set when a Function uses it (Function.typed)
 			Value: &milpb.Value_ImmediateValue_{ImmediateValue: &milpb.Value_ImmediateValue{Value: &milpb.Value_ImmediateValue_Tensor{Tensor: tv}}},
 		},
 		dt: dt, shape: append([]int64{}, shape...),
@@ -129,8 +132,7 @@ func Blob(dt DataType, shape []int64, offset uint64) Value {
 		return bad(dt, shape, "blob value: offset %d is not a metadata record offset", offset)
 	}
 	return Value{
-		pb: &milpb.Value{
-			Type:  TensorType(dt, shape),
+		pb: &milpb.Value{ // Type: set when a Function uses it (Function.typed)
 			Value: &milpb.Value_BlobFileValue_{BlobFileValue: &milpb.Value_BlobFileValue{FileName: WeightFile, Offset: offset}},
 		},
 		dt: dt, shape: append([]int64{}, shape...),
