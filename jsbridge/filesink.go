@@ -47,18 +47,7 @@ func (s *FileSink) Write(p []byte) (int, error) {
 	if s.err != nil {
 		return 0, s.err
 	}
-	n := len(p)
-	for len(p) > 0 {
-		k := copy(s.buf[len(s.buf):cap(s.buf)], p)
-		s.buf = s.buf[:len(s.buf)+k]
-		p = p[k:]
-		if len(s.buf) == cap(s.buf) {
-			if err := s.flush(); err != nil {
-				return n - len(p), err
-			}
-		}
-	}
-	return n, nil
+	return buffered(&s.buf, p, s.flush)
 }
 
 // WriteRef implements export.RefWriter for held pieces.

@@ -36,18 +36,29 @@ func (w *BlobWriter) Write(p []byte) (int, error) {
 	if w.done {
 		return 0, errors.New("write after Blob()")
 	}
+	n, err := buffered(&w.buf, p, w.flushed)
+	w.n += int64(n)
+	return n, err
+}
+
+// buffered appends p to *buf, handing the buffer on (flush) each time it
+// is full: the Write of the output writers.
+func buffered(buf *[]byte, p []byte, flush func() error) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
-		k := copy(w.buf[len(w.buf):cap(w.buf)], p)
-		w.buf = w.buf[:len(w.buf)+k]
+		k := copy((*buf)[len(*buf):cap(*buf)], p)
+		*buf = (*buf)[:len(*buf)+k]
 		p = p[k:]
-		if len(w.buf) == cap(w.buf) {
-			w.flush()
+		if len(*buf) == cap(*buf) {
+			if err := flush(); err != nil {
+				return n - len(p), err
+			}
 		}
 	}
-	w.n += int64(n)
 	return n, nil
 }
+
+func (w *BlobWriter) flushed() error { w.flush(); return nil }
 
 // smallPart is the size below which buffered bytes join the parts as a
 // Uint8Array, not a Blob of their own: between the referenced blobs of a
@@ -273,18 +284,7 @@ func (s *StreamWriter) Write(p []byte) (int, error) {
 	if s.err != nil {
 		return 0, s.err
 	}
-	n := len(p)
-	for len(p) > 0 {
-		k := copy(s.buf[len(s.buf):cap(s.buf)], p)
-		s.buf = s.buf[:len(s.buf)+k]
-		p = p[k:]
-		if len(s.buf) == cap(s.buf) {
-			if err := s.flush(); err != nil {
-				return n - len(p), err
-			}
-		}
-	}
-	return n, nil
+	return buffered(&s.buf, p, s.flush)
 }
 
 // flush hands the buffer on: to the gathered parts of a file stream, else

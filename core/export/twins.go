@@ -28,7 +28,7 @@ type twinPart struct {
 	n   int64
 }
 
-// findTwins pairs each job with the earlier jobs' whose rows contain its
+// findTwins pairs each job with the first earlier job whose rows contain its
 // own, from the same tensor, both read through the fast path.
 func (e *encoder) findTwins(parts []*part) {
 	var seen []*job
