@@ -350,7 +350,11 @@
   const lorapte = {
     /** Resolves once lorapte.wasm is loaded (export() waits for it anyway). */
     ready: () => core().then(() => undefined),
-    /** Exports a .pte: resolves with a Blob (null when request.output is a WritableStream). */
+    /**
+     * Exports a .pte: resolves with a Blob (null when request.output is a
+     * WritableStream). When the base is cached (the default) the Blob is
+     * the cache's file, readable until that cached base is deleted.
+     */
     export: async (request) => (await exportDetailed(request)).blob,
     /** Like export, with {blob, size, methods, baseId, notices}. */
     exportDetailed,
