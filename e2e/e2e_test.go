@@ -455,6 +455,15 @@ func TestBrowserExporter(t *testing.T) {
 		exportOnPage(t, ctx, nl, "done")
 		got := blobBytes(t, ctx, `window.__exported`)
 		require.True(t, bytes.Equal(want, got), "demo export differs")
+
+		// The result is (made of) the cached base's file: deleting that base
+		// takes the download away instead of leaving a broken link.
+		id := eval[string](t, ctx, `document.querySelector('lorapte-exporter').resultBase || ''`)
+		require.NotEmpty(t, id)
+		require.True(t, eval[bool](t, ctx, `!!`+shadow+`.querySelector('#download')`))
+		do(t, ctx, shadow+fmt.Sprintf(`.querySelector('#bases button[data-id=%q]').click()`, id))
+		waitFor(t, ctx, `!`+shadow+`.querySelector('#download')`, 10*time.Second)
+		require.Contains(t, eval[string](t, ctx, shadow+`.querySelector('#result').textContent`), "Deleted with its cached base")
 	})
 
 	t.Run("drop a folder onto the page", func(t *testing.T) {

@@ -705,6 +705,13 @@
     async deleteCached(id) {
       try {
         await lorapte.deleteCachedBase(id);
+        // The last result may be (made of) that base's file: its download is gone too.
+        const dl = this.$('#download');
+        if (dl && this.resultBase === id) {
+          dl.replaceWith(h('span', { class: 'muted small' }, 'Deleted with its cached base — export again to download.'));
+          if (this.url) URL.revokeObjectURL(this.url);
+          this.url = null;
+        }
       } catch (e) {
         this.showError(e.message, 'Could not delete the cached base');
       }
@@ -808,6 +815,9 @@
     renderResult({ res, report, blob, outName, saved, secs }) {
       if (this.url) URL.revokeObjectURL(this.url);
       this.url = blob ? URL.createObjectURL(blob) : null;
+      // A result of an export that cached its base, or started from a cached
+      // base, is (made of) that cache's file.
+      this.resultBase = res.baseId || null;
       const methods = report.methods.filter((m) => !m.constant).map((m) => m.name);
       const consts = report.methods.filter((m) => m.constant).map((m) => m.name);
       const s = report.sizes;
