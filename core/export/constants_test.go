@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -121,4 +123,33 @@ func TestConstantMethodsGolden(t *testing.T) {
 			}
 		}
 	}
+}
+
+// varNameRE is varName's rule as a regular expression, its reference.
+var varNameRE = regexp.MustCompile(`[^A-Za-z0-9_]+`)
+
+func refVarName(key string) string {
+	return "w_" + strings.Trim(varNameRE.ReplaceAllString(strings.TrimPrefix(key, "model."), "_"), "_")
+}
+
+func TestVarNameMatchesTheRule(t *testing.T) {
+	for _, k := range []string{"", "model.", "model.layers.0.self_attn.q_proj.weight[0:1024]@c4w.data",
+		"lora/a1/layers.3.mlp.up_proj.lora_A", "._a", "a._", "a.._b", "_x_", "é.ü", "model.model.x", "[0:8]"} {
+		require.Equal(t, refVarName(k), varName(k), "%q", k)
+	}
+	for a := 0; a < 256; a++ {
+		for b := 0; b < 256; b += 7 {
+			k := string([]byte{byte(a), '.', byte(b), '_'})
+			require.Equal(t, refVarName(k), varName(k), "%q", k)
+		}
+	}
+}
+
+func FuzzVarName(f *testing.F) {
+	f.Add("model.layers.0.mlp.down_proj.weight[0:64]@b4w.scale")
+	f.Fuzz(func(t *testing.T, k string) {
+		if refVarName(k) != varName(k) {
+			t.Fatalf("varName(%q) = %q, want %q", k, varName(k), refVarName(k))
+		}
+	})
 }

@@ -3,7 +3,6 @@ package export
 import (
 	"fmt"
 	"io"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -87,13 +86,28 @@ func (w *weightPlan) floatMIL() mil.DataType {
 	return mil.FP16
 }
 
-// varName turns a tensor key into a MIL identifier.
+// varName turns a tensor key into a MIL identifier: "w_" and the key
+// without "model.", each run of characters other than [A-Za-z0-9_] as one
+// "_", without leading or trailing "_". (A loop, not a regexp: every
+// weight of every function is named.)
 func varName(key string) string {
 	key = strings.TrimPrefix(key, "model.")
-	return "w_" + strings.Trim(nonIdent.ReplaceAllString(key, "_"), "_")
+	b := make([]byte, 0, len(key))
+	sep := false // a run of other characters is pending
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if c == '_' || ('0' <= c && c <= '9') || ('a' <= c|0x20 && c|0x20 <= 'z') {
+			if sep {
+				b = append(b, '_')
+			}
+			sep = false
+			b = append(b, c)
+		} else {
+			sep = true
+		}
+	}
+	return "w_" + strings.Trim(string(b), "_")
 }
-
-var nonIdent = regexp.MustCompile(`[^A-Za-z0-9_]+`)
 
 // cached returns the function's var for key, creating it with mk once.
 func (w *weightPlan) cached(f *mil.Function, key string, mk func(name string) *mil.Var) *mil.Var {

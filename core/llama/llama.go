@@ -267,6 +267,7 @@ type gen struct {
 	m   Method
 	ins []Tensor
 	in  map[string]*mil.Var
+	all []Tensor // s.Inputs(m), listed once
 
 	scalars map[string]*mil.Var // shared scalar consts by value
 }
@@ -275,7 +276,10 @@ func (g *gen) input(name string) *mil.Var {
 	if v, ok := g.in[name]; ok {
 		return v
 	}
-	for _, t := range g.s.Inputs(g.m) {
+	if g.all == nil {
+		g.all = g.s.Inputs(g.m)
+	}
+	for _, t := range g.all {
 		if t.Name == name {
 			v := g.f.Input(t.Name, t.DType, t.Shape...)
 			g.in[name] = v
