@@ -101,7 +101,16 @@ func (f *Function) emit(typ, name string, params []param, outs ...*Var) bool {
 			return false
 		}
 	}
-	op := &milpb.Operation{Type: typ, Inputs: map[string]*milpb.Argument{}, Attributes: f.nameAttr(name)}
+	var op *milpb.Operation
+	if len(outs) == 1 {
+		op = f.newOp(typ, f.nameAttr(name), outs[0].Name, outs[0].DType, outs[0].Shape)
+	} else {
+		op = &milpb.Operation{Type: typ, Attributes: f.nameAttr(name)}
+		for _, o := range outs {
+			op.Outputs = append(op.Outputs, &milpb.NamedValueType{Name: o.Name, Type: f.p.tensorType(o.DType, o.Shape)})
+		}
+	}
+	op.Inputs = make(map[string]*milpb.Argument, len(params))
 	for _, p := range params {
 		var arg *milpb.Argument
 		switch {
@@ -129,12 +138,25 @@ func (f *Function) emit(typ, name string, params []param, outs ...*Var) bool {
 		op.Inputs[p.name] = arg
 	}
 	for _, o := range outs {
-		op.Outputs = append(op.Outputs, &milpb.NamedValueType{Name: o.Name, Type: f.p.tensorType(o.DType, o.Shape)})
 		f.vars[o.Name] = o
 		f.kind[o.Name] = typ
 	}
 	f.ops = append(f.ops, op)
 	return true
+}
+
+// newOp is an operation with one output, in one allocation with its
+// output list.
+func (f *Function) newOp(typ string, attrs map[string]*milpb.Value, out string, dt DataType, shape []int64) *milpb.Operation {
+	a := &struct {
+		op   milpb.Operation
+		outs [1]*milpb.NamedValueType
+		nv   milpb.NamedValueType
+	}{}
+	a.nv.Name, a.nv.Type = out, f.p.tensorType(dt, shape)
+	a.outs[0] = &a.nv
+	a.op.Type, a.op.Attributes, a.op.Outputs = typ, attrs, a.outs[:]
+	return &a.op
 }
 
 // out is the single-output helper: emit and return the var (placeholder on error).

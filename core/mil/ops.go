@@ -3,8 +3,6 @@ package mil
 import (
 	"fmt"
 	"slices"
-
-	"lorapte/core/coremlspec/milpb"
 )
 
 // Const defines a `const` op whose output var carries v (immediate or blob).
@@ -19,11 +17,8 @@ func (f *Function) Const(name string, v Value) *Var {
 	}
 	attrs := f.nameAttr(name)
 	attrs["val"] = f.typed(v)
-	f.ops = append(f.ops, &milpb.Operation{
-		Type:       "const",
-		Attributes: attrs,
-		Outputs:    []*milpb.NamedValueType{{Name: name, Type: f.p.tensorType(v.dt, v.shape)}},
-	})
+	op := f.newOp("const", attrs, name, v.dt, v.shape)
+	f.ops = append(f.ops, op)
 	f.vars[name] = out
 	f.kind[name] = "const"
 	return out

@@ -111,12 +111,20 @@ func bad(dt DataType, shape []int64, format string, args ...any) Value {
 }
 
 func immediate(dt DataType, shape []int64, tv *milpb.TensorValue) Value {
-	return Value{
-		pb: &milpb.Value{ // Type: set when a Function uses it (Function.typed)
-			Value: &milpb.Value_ImmediateValue_{ImmediateValue: &milpb.Value_ImmediateValue{Value: &milpb.Value_ImmediateValue_Tensor{Tensor: tv}}},
-		},
-		dt: dt, shape: append([]int64{}, shape...),
-	}
+	// The four wrapper messages in one allocation (a model has hundreds of
+	// thousands of constants). The type is set when a Function uses the
+	// value (Function.typed).
+	a := &struct {
+		v   milpb.Value
+		iv  milpb.Value_ImmediateValue_
+		imm milpb.Value_ImmediateValue
+		t   milpb.Value_ImmediateValue_Tensor
+	}{}
+	a.t.Tensor = tv
+	a.imm.Value = &a.t
+	a.iv.ImmediateValue = &a.imm
+	a.v.Value = &a.iv
+	return Value{pb: &a.v, dt: dt, shape: append([]int64{}, shape...)}
 }
 
 // Blob references the blob whose metadata record is at offset in WeightFile.
