@@ -310,6 +310,7 @@ func (c *Core) openFileOutput(ctx context.Context, cache *Cache, pool *Pool) (*F
 		fw.Abort()
 		return nil, nil, err
 	}
+	fs.beat = func() { fw.Beat() } //nolint:errcheck // a missed beat only risks a very slow export's cache entry
 	return fw, fs, nil
 }
 

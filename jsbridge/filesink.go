@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"syscall/js"
+	"time"
 )
 
 // FileSink writes the output into a file of the origin private file
@@ -26,7 +27,15 @@ type FileSink struct {
 	pos  int64 // bytes handed on so far (buffered ones not included)
 	err  error
 	pins pins
+
+	// beat, when set, runs at least every beatEvery while writing: the
+	// cache session's heartbeat, so that no other tab's start-up cleanup
+	// takes a long export for a crashed one.
+	beat     func()
+	lastBeat time.Time
 }
+
+const beatEvery = time.Minute
 
 // sinkQueued bounds the bytes handed to the writer and not yet written:
 // a slow disk slows the export down instead of filling the workers' memory.
@@ -40,7 +49,7 @@ func NewFileSink(pool *Pool, name string, partSize int) (*FileSink, error) {
 	if _, err := awaitCall(pool.v, "openOutput", pool.tag, name); err != nil {
 		return nil, fmt.Errorf("output file: %w", err)
 	}
-	return &FileSink{pool: pool, name: name, buf: make([]byte, 0, partSize)}, nil
+	return &FileSink{pool: pool, name: name, buf: make([]byte, 0, partSize), lastBeat: time.Now()}, nil
 }
 
 func (s *FileSink) Write(p []byte) (int, error) {
@@ -87,6 +96,10 @@ func (s *FileSink) flush() error {
 // throttle waits while too much waits to be written, and picks up the
 // writer's first error.
 func (s *FileSink) throttle() error {
+	if s.beat != nil && time.Since(s.lastBeat) >= beatEvery {
+		s.lastBeat = time.Now()
+		s.beat()
+	}
 	if _, err := awaitCall(s.pool.v, "outputBelow", s.pool.tag, float64(sinkQueued)); err != nil {
 		return s.fail(err)
 	}

@@ -61,7 +61,9 @@ func opfsRemove(name string) error {
 	}
 	if _, err := awaitCall(dir, "removeEntry", name); err != nil {
 		var je *JSError
-		if errors.As(err, &je) && je.Name == "NotFoundError" {
+		// Missing, or open for writing (a live export in another tab whose
+		// heartbeat looked stale): nothing to remove now.
+		if errors.As(err, &je) && (je.Name == "NotFoundError" || je.Name == "NoModificationAllowedError") {
 			return nil
 		}
 		return err
