@@ -1,13 +1,10 @@
 package main
 
 import (
-	"encoding/xml"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -60,20 +57,9 @@ func TestBenchBrowserTiny(t *testing.T) {
 	require.Contains(t, stderr, "browser bench: run 1:")
 	require.NoDirExists(t, filepath.Join(work, "tiny"), "generated files, the new adapter and the browser profile are removed")
 
-	md, err := os.ReadFile(filepath.Join(docs, "bench.md"))
-	require.NoError(t, err)
-	require.Contains(t, string(md), "## In the browser")
-	require.Contains(t, string(md), "| tiny-shaped | ")
-	svg, err := os.ReadFile(filepath.Join(docs, "bench.svg"))
-	require.NoError(t, err)
-	dec := xml.NewDecoder(strings.NewReader(string(svg)))
-	for {
-		_, err := dec.Token()
-		if err == io.EOF {
-			break
-		}
-		require.NoError(t, err, "bench.svg is well-formed XML")
-	}
-	require.Contains(t, string(svg), "Peak wasm memory")
-	require.Contains(t, string(svg), "Native export time", "the native chart is kept")
+	md, svg := benchDocs(t, docs)
+	require.Contains(t, md, "## In the browser")
+	require.Contains(t, md, "| tiny-shaped | ")
+	require.Contains(t, svg, "Peak wasm memory")
+	require.Contains(t, svg, "Native export time", "the native chart is kept")
 }

@@ -33,21 +33,10 @@ func TestBenchTiny(t *testing.T) {
 	require.NoFileExists(t, filepath.Join(work, "tiny", "out.pte"))
 	require.NoFileExists(t, filepath.Join(work, "tiny", "floor.bin"))
 
-	md, err := os.ReadFile(filepath.Join(docs, "bench.md"))
-	require.NoError(t, err)
-	require.Contains(t, string(md), "| tiny-shaped, bf16, 2 adapters |")
-	require.Contains(t, string(md), "![benchmark chart](bench.svg)")
-	svg, err := os.ReadFile(filepath.Join(docs, "bench.svg"))
-	require.NoError(t, err)
-	dec := xml.NewDecoder(strings.NewReader(string(svg)))
-	for {
-		_, err := dec.Token()
-		if err == io.EOF {
-			break
-		}
-		require.NoError(t, err, "bench.svg is well-formed XML")
-	}
-	require.Contains(t, string(svg), "tiny")
+	md, svg := benchDocs(t, docs)
+	require.Contains(t, md, "| tiny-shaped, bf16, 2 adapters |")
+	require.Contains(t, md, "![benchmark chart](bench.svg)")
+	require.Contains(t, svg, "tiny")
 
 	// A second run with --keep reuses the generated model; without it the
 	// model is removed afterwards.
@@ -87,4 +76,23 @@ func TestNiceCeil(t *testing.T) {
 	for in, want := range map[float64]float64{0: 1, 0.07: 0.1, 1.3: 2, 2.2: 2.5, 3: 5, 13: 20, 1650: 2000, 100: 100} {
 		require.InDelta(t, want, niceCeil(in), 1e-9, "niceCeil(%v)", in)
 	}
+}
+
+// benchDocs reads the bench.md and bench.svg a bench run wrote to docs,
+// checking that the chart is well-formed XML.
+func benchDocs(t *testing.T, docs string) (md, svg string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(docs, "bench.md"))
+	require.NoError(t, err)
+	c, err := os.ReadFile(filepath.Join(docs, "bench.svg"))
+	require.NoError(t, err)
+	dec := xml.NewDecoder(strings.NewReader(string(c)))
+	for {
+		_, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err, "bench.svg is well-formed XML")
+	}
+	return string(b), string(c)
 }
