@@ -566,6 +566,34 @@ func TestBrowserExporter(t *testing.T) {
 		require.Equal(t, "no base model: give the model files (config.json and *.safetensors) or the id of a cached base", msg)
 	})
 
+	t.Run("without the origin private file system the base is cached in IndexedDB", func(t *testing.T) {
+		// The embed page still has the files of the previous subtest.
+		for _, b := range eval[[]map[string]any](t, ctx, `lorapte.cachedBases()`) {
+			do(t, ctx, fmt.Sprintf(`lorapte.deleteCachedBase(%q)`, b["id"]))
+		}
+		do(t, ctx, `navigator.storage.getDirectory = undefined`)
+		defer do(t, ctx, `delete navigator.storage.getDirectory`)
+		nl.exporting.Store(true)
+		got := eval[map[string]any](t, ctx, `(async () => {
+			const sha = async (blob) => [...new Uint8Array(await crypto.subtle.digest('SHA-256', await blob.arrayBuffer()))].map((x) => x.toString(16).padStart(2, '0')).join('');
+			const adapters = [{ name: 'attn', files: [...document.getElementById('adapter').files] }];
+			const res = await lorapte.exportDetailed({ model: [...document.getElementById('model').files], adapters });
+			const again = await lorapte.exportDetailed({ base: res.baseId, adapters });
+			const chunks = await new Promise((ok, fail) => { const r = indexedDB.open('lorapte'); r.onerror = () => fail(r.error);
+				r.onsuccess = () => { const q = r.result.transaction('chunks').objectStore('chunks').count(); q.onsuccess = () => { r.result.close(); ok(q.result); }; }; });
+			return { sha256: await sha(res.blob), file: res.blob instanceof File, baseId: res.baseId || '', notices: res.notices.join(' '),
+				cached: await sha(again.blob), chunks };
+		})()`)
+		nl.exporting.Store(false)
+		sum := sha256.Sum256(nativeExport(t, export.DefaultOptions(), "attn"))
+		require.Empty(t, got["notices"])
+		require.Equal(t, hex.EncodeToString(sum[:]), got["sha256"])
+		require.Equal(t, false, got["file"], "a Blob of parts, not the cache's file")
+		require.NotEmpty(t, got["baseId"], "the base is cached")
+		require.Positive(t, got["chunks"], "in IndexedDB chunks")
+		require.Equal(t, hex.EncodeToString(sum[:]), got["cached"], "re-export from the IndexedDB entry")
+	})
+
 	t.Run("a model above 64 MB converts in the workers, same bytes as natively", func(t *testing.T) {
 		// Files up to 64 MB are converted on the page's thread (read whole);
 		// larger ones go piece by piece to the worker pool.

@@ -827,7 +827,8 @@ func (w *CacheWriter) Commit(m *export.BaseManifest) error {
 	if w.err != nil {
 		return w.err
 	}
-	if w.stored != m.Bytes || !slices.Equal(w.blobs, m.Blobs) {
+	sameBlobs := slices.EqualFunc(w.blobs, m.Blobs, func(a, b export.BaseBlob) bool { return a.Key == b.Key && a.Bytes == b.Bytes })
+	if w.stored != m.Bytes || !sameBlobs {
 		w.fail(fmt.Errorf("internal: stored %d bytes in %d blobs, the manifest says %d in %d", w.stored, len(w.blobs), m.Bytes, len(m.Blobs)))
 		return w.err
 	}
