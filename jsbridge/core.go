@@ -186,15 +186,17 @@ func (c *Core) run(ctx context.Context, req *exportRequest, res *ExportResult, s
 		return err
 	}
 	defer plan.Close()
+	var man *export.BaseManifest // the cache entry this export would store
 	if cw != nil {
-		key := plan.BaseManifest().Key
-		if has, _ := cache.Has(ctx, key); has {
+		man = plan.BaseManifest()
+		man.Name = displayName(req.model.dir)
+		if has, _ := cache.Has(ctx, man.Key); has {
 			cw.Disable()
-			res.BaseID = key
-		} else if free, ok := storageFree(); ok && free < plan.BaseManifest().Bytes+(64<<20) {
+			res.BaseID = man.Key
+		} else if free, ok := storageFree(); ok && free < man.Bytes+(64<<20) {
 			cw.Disable()
 			notice(fmt.Sprintf("The converted base is not cached: browser storage has %s free, it needs %s. The export itself is not affected.",
-				export.HumanBytes(free), export.HumanBytes(plan.BaseManifest().Bytes)))
+				export.HumanBytes(free), export.HumanBytes(man.Bytes)))
 		}
 	}
 
@@ -268,12 +270,10 @@ func (c *Core) run(ctx context.Context, req *exportRequest, res *ExportResult, s
 
 	switch {
 	case fw != nil:
-		m := plan.BaseManifest()
-		m.Name = displayName(req.model.dir)
-		if err := fw.Commit(m); err != nil {
+		if err := fw.Commit(man); err != nil {
 			notice(fmt.Sprintf("The converted base is not cached: %v. The export itself is not affected.", err))
 		} else {
-			res.BaseID = m.Key
+			res.BaseID = man.Key
 		}
 	case req.base != "":
 		res.BaseID = req.base
@@ -281,11 +281,9 @@ func (c *Core) run(ctx context.Context, req *exportRequest, res *ExportResult, s
 	case cw != nil && res.BaseID != "":
 		cache.Touch(ctx, res.BaseID, c.Now()) //nolint:errcheck // as above
 	case cw != nil && cw.Err() == nil:
-		progress("cache", 0, plan.BaseManifest().Bytes)
-		m := plan.BaseManifest()
-		m.Name = displayName(req.model.dir)
-		if err := cw.Commit(m); err == nil {
-			res.BaseID = m.Key
+		progress("cache", 0, man.Bytes)
+		if err := cw.Commit(man); err == nil {
+			res.BaseID = man.Key
 		}
 	}
 	if cw != nil && cw.Err() != nil {
