@@ -27,14 +27,29 @@ type fakePool struct {
 	v               js.Value
 	fetches, pieces atomic.Int64
 	clears          atomic.Int64
-	funcs           []js.Func
+	// spans and spanPieces count fetchSpan calls and the pieces they
+	// asked for (newFakePool with spans).
+	spans, spanPieces atomic.Int64
+	funcs             []js.Func
 }
 
-func newFakePool(size int) *fakePool {
+func newFakePool(size int, spans ...bool) *fakePool {
 	fp := &fakePool{}
 	fetch := js.FuncOf(func(_ js.Value, a []js.Value) any {
 		fp.fetches.Add(1)
 		return js.ValueOf(map[string]any{"file": a[0], "offset": a[1], "n": a[2], "tag": a[3]})
+	})
+	fetchSpan := js.FuncOf(func(_ js.Value, a []js.Value) any {
+		fp.spans.Add(1)
+		off := a[1].Float()
+		var hs []any
+		for i := range a[2].Length() {
+			n := a[2].Index(i).Float()
+			fp.spanPieces.Add(1)
+			hs = append(hs, map[string]any{"file": a[0], "offset": off, "n": n, "tag": a[3]})
+			off += n
+		}
+		return js.ValueOf(hs)
 	})
 	convert := js.FuncOf(func(_ js.Value, a []js.Value) any {
 		handle, pieceJSON := a[0], a[1].String()
@@ -76,8 +91,12 @@ func newFakePool(size int) *fakePool {
 		fp.clears.Add(1)
 		return nil
 	})
-	fp.funcs = []js.Func{fetch, convert, clear}
-	fp.v = js.ValueOf(map[string]any{"size": size, "fetch": fetch, "convert": convert, "clear": clear})
+	fp.funcs = []js.Func{fetch, fetchSpan, convert, clear}
+	v := map[string]any{"size": size, "fetch": fetch, "convert": convert, "clear": clear}
+	if len(spans) > 0 && spans[0] {
+		v["fetchSpan"] = fetchSpan
+	}
+	fp.v = js.ValueOf(v)
 	return fp
 }
 
@@ -115,6 +134,19 @@ func TestExportThroughPool(t *testing.T) {
 	require.Positive(t, fp.pieces.Load(), "pieces converted by the pool")
 	require.Equal(t, fp.pieces.Load(), fp.fetches.Load(), "every fetched piece converted")
 	require.EqualValues(t, 1, fp.clears.Load())
+
+	// A pool that reads pieces that follow each other in the file by one
+	// read (fetchSpan): the same bytes, fewer reads.
+	sp := newFakePool(2, true)
+	defer sp.release()
+	spool, err := NewPool(sp.v)
+	require.NoError(t, err)
+	res, err = (&Core{Window: 64 << 10, PartSize: 50_000, pool: spool}).Export(context.Background(), req)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(want, blobBytes(t, res.Blob)), "pool export with spans differs from the native export")
+	require.Equal(t, sp.pieces.Load(), sp.fetches.Load()+sp.spanPieces.Load(), "every fetched piece converted")
+	require.Positive(t, sp.spans.Load())
+	require.Less(t, sp.spans.Load()+sp.fetches.Load(), sp.pieces.Load(), "pieces read together")
 
 	// A NaN in the embedding: the pool declines the piece (SlowPath) and
 	// the error is the native one.

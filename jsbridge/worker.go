@@ -87,6 +87,9 @@ func RegisterWorker(global js.Value, name string) {
 //
 //	size                          number of workers
 //	fetch(file, offset, n, tag)   the reader starts reading for a converter; returns a handle (synchronously)
+//	fetchSpan(file, offset, sizes, tag)
+//	                              (optional) the reader reads pieces that follow each other from offset
+//	                              (sizes: an Array of byte counts) by one read; returns their handles
 //	convert(handle, piece)        Promise<{out, scales}>: that converter converts the bytes;
 //	                              rejects with an Error named "SlowPath" when the fast path declined
 //	clear(tag)                    workers drop what the export tagged tag fetched and did not convert
@@ -113,6 +116,7 @@ type Pool struct {
 	tag       string
 	hasOutput bool
 	holding   bool // this export's pieces stay in the workers (the output is a file they write)
+	spans     bool // the pool has fetchSpan
 }
 
 // NewPool wraps the page's pool object; nil when there is none.
@@ -136,14 +140,15 @@ func NewPool(v js.Value) (*Pool, error) {
 	for _, m := range []string{"hold", "emit", "openOutput", "writeOutput", "outputBelow", "outputError", "closeOutput", "abortOutput"} {
 		out = out && v.Get(m).Type() == js.TypeFunction
 	}
-	return &Pool{v: v, size: size, hasOutput: out}, nil
+	spans := v.Get("fetchSpan").Type() == js.TypeFunction
+	return &Pool{v: v, size: size, hasOutput: out, spans: spans}, nil
 }
 
 // ForExport is the pool as one export uses it.
 func (p *Pool) ForExport() *Pool {
 	var b [8]byte
 	rand.Read(b[:])
-	return &Pool{v: p.v, size: p.size, tag: hex.EncodeToString(b[:]), hasOutput: p.hasOutput}
+	return &Pool{v: p.v, size: p.size, tag: hex.EncodeToString(b[:]), hasOutput: p.hasOutput, spans: p.spans}
 }
 
 // Size is the number of workers.
@@ -152,6 +157,27 @@ func (p *Pool) Size() int { return p.size }
 // fetch has a worker start reading n bytes at off of blob.
 func (p *Pool) fetch(blob js.Value, off int64, n int) (js.Value, error) {
 	return call(p.v, "fetch", blob, float64(off), n, p.tag)
+}
+
+// fetchSpan has the worker read pieces of the given sizes that follow each
+// other from off of blob by one read; it returns their handles.
+func (p *Pool) fetchSpan(blob js.Value, off int64, sizes []int) ([]js.Value, error) {
+	arr := make([]any, len(sizes))
+	for i, n := range sizes {
+		arr[i] = n
+	}
+	hs, err := call(p.v, "fetchSpan", blob, float64(off), arr, p.tag)
+	if err != nil {
+		return nil, err
+	}
+	if hs.Type() != js.TypeObject || hs.Length() != len(sizes) {
+		return nil, fmt.Errorf("pool: fetchSpan returned %s handles for %d pieces", describe(hs.Get("length")), len(sizes))
+	}
+	out := make([]js.Value, len(sizes))
+	for i := range out {
+		out[i] = hs.Index(i)
+	}
+	return out, nil
 }
 
 // clear drops what the workers fetched and nobody converted.

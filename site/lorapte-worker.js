@@ -37,13 +37,17 @@ function piece(id, tag) {
   return p;
 }
 
-// fromReader receives the bytes of a piece (or why they could not be read).
+// fromReader receives the bytes of a piece, or of several (a span: parts
+// [{id, off, n}] of one buffer), or why they could not be read.
 function fromReader(e) {
   const m = e.data;
   if (cleared.has(m.tag)) return; // its export ended (a read was still in flight)
-  const p = piece(m.id, m.tag);
-  if (m.error !== undefined) p.reject(new Error(m.error));
-  else p.resolve(m.buf);
+  for (const part of m.parts || [{ id: m.id }]) {
+    const p = piece(part.id, m.tag);
+    if (m.error !== undefined) p.reject(new Error(m.error));
+    else if (m.parts) p.resolve(new Uint8Array(m.buf, part.off, part.n));
+    else p.resolve(new Uint8Array(m.buf));
+  }
 }
 
 // convert converts a piece; a held piece ("hold") keeps its output here
@@ -51,9 +55,9 @@ function fromReader(e) {
 async function convert({ id, piece: spec, tag, hold, twins }) {
   const p = piece(id, tag);
   try {
-    const buf = await p.bytes;
+    const src = await p.bytes;
     pieces.delete(id);
-    const r = conv.convert(new Uint8Array(buf), spec);
+    const r = conv.convert(src, spec);
     if (r.error) {
       postMessage({ id, error: r.error, slow: r.slow, memory: memory.buffer.byteLength });
       return;
@@ -62,7 +66,7 @@ async function convert({ id, piece: spec, tag, hold, twins }) {
       if (!cleared.has(tag)) held.set(id, { out: r.out, tag });
       // Twins: other pieces from runs of the same bytes, held as well.
       const tr = (twins || []).map((t) => {
-        const x = conv.convert(new Uint8Array(buf, t.skip, t.bytes), t.piece);
+        const x = conv.convert(new Uint8Array(src.buffer, src.byteOffset + t.skip, t.bytes), t.piece);
         if (x.error) return { error: x.error };
         if (!cleared.has(tag)) held.set(t.id, { out: x.out, tag });
         return { scales: x.scales };
@@ -123,6 +127,29 @@ async function read(msg) {
     to.postMessage({ id: msg.id, tag: msg.tag, buf }, [buf]);
   } catch (e) {
     to.postMessage({ id: msg.id, tag: msg.tag, error: String((e && e.message) || e) });
+  }
+}
+
+// readSpan reads pieces that follow each other in a file by one read (a
+// File read costs the browser per call as well as per byte). A converter
+// that gets every piece gets the whole buffer; otherwise each gets copies.
+async function readSpan(msg) {
+  const f = files.get(msg.fid);
+  let off = 0;
+  const parts = msg.parts.map((p) => { const q = { id: p.id, to: p.to, off, n: p.n }; off += p.n; return q; });
+  try {
+    if (!f) throw new Error(`file ${msg.fid} was not sent`);
+    const buf = await f.file.slice(msg.offset, msg.offset + off).arrayBuffer();
+    if (parts.every((p) => p.to === parts[0].to)) {
+      ports[parts[0].to].postMessage({ tag: msg.tag, buf, parts }, [buf]);
+      return;
+    }
+    for (const p of parts) {
+      const b = buf.slice(p.off, p.off + p.n);
+      ports[p.to].postMessage({ id: p.id, tag: msg.tag, buf: b }, [b]);
+    }
+  } catch (e) {
+    for (const p of parts) ports[p.to].postMessage({ id: p.id, tag: msg.tag, error: String((e && e.message) || e) });
   }
 }
 
@@ -230,6 +257,7 @@ self.onmessage = (e) => {
     case 'reader': ports = msg.ports; postMessage({ ready: true }); break;
     case 'file': files.set(msg.fid, { file: msg.file, tag: msg.tag }); break;
     case 'fetch': read(msg); break;
+    case 'span': readSpan(msg); break;
     case 'convert': if (conv) convert(msg); else queue.push(msg); break;
     case 'emit': emit(msg); break;
     case 'clear': clear(msg.tag); break;

@@ -134,6 +134,20 @@
     }
     let next = 0;
     let turn = 0;
+    // fileId is file's id at the reader for the export tagged tag (id if
+    // new): each File goes to the reader once per export (cloning it per
+    // message would cost a round trip to the browser each time).
+    const fileId = (file, tag, id) => {
+      if (!reader.files.has(tag)) reader.files.set(tag, new Map());
+      const files = reader.files.get(tag);
+      let fid = files.get(file);
+      if (fid === undefined) {
+        fid = id;
+        files.set(file, fid);
+        reader.worker.postMessage({ op: 'file', fid, file, tag });
+      }
+      return fid;
+    };
     return {
       size: n,
       /**
@@ -144,18 +158,21 @@
       fetch(file, offset, n, tag) {
         const k = turn++ % converters.length;
         const id = next++;
-        // Each File goes to the reader once per export (cloning it per
-        // message would cost a round trip to the browser each time).
-        if (!reader.files.has(tag)) reader.files.set(tag, new Map());
-        const files = reader.files.get(tag);
-        let fid = files.get(file);
-        if (fid === undefined) {
-          fid = id;
-          files.set(file, fid);
-          reader.worker.postMessage({ op: 'file', fid, file, tag });
-        }
+        const fid = fileId(file, tag, id);
         reader.worker.postMessage({ op: 'fetch', id, fid, offset, n, tag, to: k });
         return { w: k, id, tag };
+      },
+      /**
+       * The reader reads pieces that follow each other in file from offset
+       * (sizes: their byte counts) by one read, each for the next converter
+       * in turn; returns their handles.
+       */
+      fetchSpan(file, offset, sizes, tag) {
+        const first = next;
+        const handles = sizes.map((n) => ({ w: turn++ % converters.length, id: next++, tag }));
+        const fid = fileId(file, tag, first);
+        reader.worker.postMessage({ op: 'span', fid, offset, parts: handles.map((h, i) => ({ id: h.id, to: h.w, n: sizes[i] })), tag });
+        return handles;
       },
       /** That converter converts the piece once read: Promise<{out, scales}>. */
       convert(handle, piece) {

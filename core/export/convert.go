@@ -238,6 +238,11 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error, writeR
 	if done, err := e.writeTwins(j, write, writeRef); done || err != nil {
 		return err
 	}
+	if e.unannounced[j] {
+		// A twin job that its twins did not cover after all.
+		delete(e.unannounced, j)
+		e.announce(j, false)
+	}
 	src := jobSource{raw: raw, dt: info.DType}
 	if f, base, _ := raw.Outer(); f != nil {
 		src.remote, _ = f.(PieceConverter)
@@ -245,6 +250,15 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error, writeR
 			src.hold = h
 		}
 		src.base = base
+	}
+	if src.hold != nil {
+		run := e.runs[j]
+		if run != nil {
+			delete(e.runs, j) // started ahead
+		} else if run, err = e.newRun(j, src); err != nil {
+			return err
+		}
+		return e.convertHeld(run, write, writeRef)
 	}
 	groups := 1
 	if j.enc == encQuant {
@@ -281,8 +295,7 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error, writeR
 
 	// One batch's rows [r, r+n) split into parts, each converted into its
 	// slice of out; slot picks the batch's scratch buffers.
-	// held: the references of a held batch's parts, in order.
-	convertChunk := func(slot, r, n int, out []byte, held []heldPart) error {
+	convertChunk := func(slot, r, n int, out []byte) error {
 		parts := splitRows(n, workers)
 		errs := make([]error, len(parts))
 		var wg sync.WaitGroup
@@ -292,15 +305,8 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error, writeR
 			if depth == 1 {
 				s.growRaw((b - a) * j.cols * es)
 			}
-			var part []byte
-			var h *heldPart
-			if held != nil {
-				h = &held[w]
-				h.n = int64(e.outBytes(j, (b-a)*j.cols))
-			} else {
-				part = out[e.outBytes(j, a*j.cols):e.outBytes(j, b*j.cols)]
-			}
-			run := func() { errs[w] = e.convertRows(j, src, s, r+a, b-a, part, h, groups, sc16, sc32) }
+			part := out[e.outBytes(j, a*j.cols):e.outBytes(j, b*j.cols)]
+			run := func() { errs[w] = e.convertRows(j, src, s, r+a, b-a, part, nil, groups, sc16, sc32) }
 			if w == len(parts)-1 {
 				run() // the last part runs here
 				continue
@@ -312,23 +318,19 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error, writeR
 		return errors.Join(errs...)
 	}
 
-	// Finished batches go to a writer goroutine; buffers take turns. Held
-	// batches have no bytes here: their references are written in order.
-	var bufs [][]byte
-	if src.hold == nil {
-		bufBytes := e.outBytes(j, step*j.cols)
-		for len(e.outBufs) < depth+1 {
-			e.outBufs = append(e.outBufs, nil)
-		}
-		bufs = e.outBufs[:max(2, depth+1)]
-		for i := range bufs {
-			if cap(bufs[i]) < bufBytes {
-				bufs[i] = make([]byte, bufBytes)
-			}
+	// Finished batches go to a writer goroutine; buffers take turns.
+	bufBytes := e.outBytes(j, step*j.cols)
+	for len(e.outBufs) < depth+1 {
+		e.outBufs = append(e.outBufs, nil)
+	}
+	bufs := e.outBufs[:max(2, depth+1)]
+	for i := range bufs {
+		if cap(bufs[i]) < bufBytes {
+			bufs[i] = make([]byte, bufBytes)
 		}
 	}
 	var wr *chunkWriter
-	if src.hold == nil && (workers > 1 || depth > 1) {
+	if workers > 1 || depth > 1 {
 		wr = startChunkWriter(write, bufs)
 	}
 	finish := func(err error) error {
@@ -342,7 +344,6 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error, writeR
 	type batch struct {
 		r, n int
 		out  []byte
-		held []heldPart
 		done chan error
 	}
 	var flight []*batch
@@ -363,14 +364,6 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error, writeR
 		if e.onRead != nil {
 			e.onRead(int64(b.n*j.cols) * 2)
 		}
-		for _, h := range b.held {
-			if err := writeRef(j.dataKey, h.ref, h.n); err != nil {
-				return err
-			}
-		}
-		if b.held != nil {
-			return nil
-		}
 		if wr != nil {
 			wr.send(j.dataKey, b.out)
 			return nil
@@ -381,28 +374,23 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error, writeR
 	for r := 0; r < j.rows; r += step {
 		n := min(step, j.rows-r)
 		b := &batch{r: r, n: n, done: make(chan error, 1)}
-		switch {
-		case src.hold != nil:
-			b.held = make([]heldPart, len(splitRows(n, workers)))
-		case wr != nil:
+		if wr != nil {
 			if b.out = wr.buffer(); b.out == nil {
 				for len(flight) > 0 {
 					settle() //nolint:errcheck // the writer's error is the one reported
 				}
 				return finish(nil) // the writer failed; close reports it
 			}
-		default:
+		} else {
 			b.out = bufs[next]
 			next ^= 1
 		}
-		if b.out != nil {
-			b.out = b.out[:e.outBytes(j, n*j.cols)]
-		}
+		b.out = b.out[:e.outBytes(j, n*j.cols)]
 		flight = append(flight, b)
 		if depth == 1 {
-			b.done <- convertChunk(0, r, n, b.out, b.held)
+			b.done <- convertChunk(0, r, n, b.out)
 		} else {
-			go func(slot int) { b.done <- convertChunk(slot, b.r, b.n, b.out, b.held) }(slot)
+			go func(slot int) { b.done <- convertChunk(slot, b.r, b.n, b.out) }(slot)
 			slot = (slot + 1) % depth
 		}
 		if len(flight) >= depth {
@@ -467,24 +455,33 @@ type readAheader interface{ ReadAhead(pieces [][2]int64) }
 
 // announce tells j's file which bytes the fast path will read for j and in
 // which pieces, so that a browser file can request them before they are
-// needed. Jobs are announced one ahead, so the next tensor's first piece
-// is on its way while the current one is converted.
-func (e *encoder) announce(j *job) {
+// needed; it returns how many bytes it announced. Jobs are announced ahead
+// (see encode), so the next tensors' pieces are on their way while the
+// current one is converted. A twin job that its twins will cover is not
+// announced (skipTwins) unless they turn out not to (convert).
+func (e *encoder) announce(j *job, skipTwins bool) int64 {
 	if e.reference || (e.cacheIn != nil && e.base != nil && j.src == e.base) {
-		return // not read through the fast path
+		return 0 // not read through the fast path
 	}
 	info, ok := j.src.Info(j.tensor)
 	if !ok || !info.DType.IsFloat() || j.vector {
-		return
+		return 0
+	}
+	if skipTwins && e.twinTarget[j] && e.holdsPieces(j) {
+		if e.unannounced == nil {
+			e.unannounced = map[*job]bool{}
+		}
+		e.unannounced[j] = true
+		return 0
 	}
 	raw, err := j.src.Raw(j.tensor)
 	if err != nil {
-		return
+		return 0
 	}
 	ra, off, _ := raw.Outer()
 	h, ok := ra.(readAheader)
 	if !ok {
-		return
+		return 0
 	}
 	row := int64(j.cols) * int64(info.DType.Size())
 	base := off + int64(j.row0)*row
@@ -496,6 +493,7 @@ func (e *encoder) announce(j *job) {
 		}
 	}
 	h.ReadAhead(pieces)
+	return int64(j.rows) * row
 }
 
 // scaleBytes encodes a job's scales as their blob's bytes.

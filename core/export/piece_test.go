@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -30,6 +31,10 @@ type pieceFS struct {
 	// refuseTwins leaves every twin unconverted (as a worker does when a
 	// twin fails): the twin jobs are then converted as usual.
 	refuseTwins bool
+	// delay makes each HoldPiece take that long (a round trip to a
+	// worker); outstanding and maxOutstanding count the calls under way.
+	delay                       time.Duration
+	outstanding, maxOutstanding atomic.Int64
 }
 
 type pieceFile struct {
@@ -56,6 +61,11 @@ func (f *holdFile) CanHold() bool { return true }
 
 func (f *holdFile) HoldPiece(off int64, p Piece, scales []byte, twins []Twin) (any, error) {
 	f.fsys.held.Add(1)
+	n := f.fsys.outstanding.Add(1)
+	defer f.fsys.outstanding.Add(-1)
+	for m := f.fsys.maxOutstanding.Load(); n > m && !f.fsys.maxOutstanding.CompareAndSwap(m, n); m = f.fsys.maxOutstanding.Load() {
+	}
+	time.Sleep(f.fsys.delay)
 	out := make([]byte, p.OutBytes())
 	if err := f.ConvertPiece(off, p, out, scales); err != nil {
 		return nil, err
@@ -207,6 +217,47 @@ func testPiecesConvertedElsewhere(t *testing.T, tied bool) {
 		require.Error(t, errHeld)
 		require.Equal(t, errPlain.Error(), errHeld.Error())
 	})
+}
+
+// TestHeldBatchesOverlapJobs: held pieces of later jobs are converted
+// while earlier ones settle, although every job here is one batch of one
+// piece (one worker), and the output and errors stay those of the plain
+// export: a NaN in a late layer, whose batch may start ahead, gives the
+// plain export's error.
+func TestHeldBatchesOverlapJobs(t *testing.T) {
+	dir := t.TempDir()
+	s := smallShape("ov", 2, 1024)
+	genModel(t, dir, s, false)
+	o := DefaultOptions()
+	o.InputLen, o.MaxContextLen = 4, 16
+	plain := os.DirFS(dir)
+	var want bytes.Buffer
+	require.NoError(t, Export(context.Background(), Request{FS: plain, ModelDir: "model", Options: o}, &want, nil))
+	hfs := &pieceFS{FS: os.DirFS(dir), hold: true, delay: time.Millisecond}
+	var held refBuffer
+	require.NoError(t, Export(context.Background(), Request{FS: hfs, ModelDir: "model", Options: o, Workers: 1}, &held, nil))
+	require.Greater(t, hfs.held.Load(), int64(2*7))
+	require.EqualValues(t, remoteBatches, hfs.maxOutstanding.Load(), "pieces of several jobs in flight")
+	require.True(t, bytes.Equal(want.Bytes(), held.Bytes()), "same bytes as the plain export")
+
+	for _, tensor := range []string{"model.layers.1.mlp.down_proj.weight", "model.layers.0.self_attn.k_proj.weight"} {
+		t.Run(tensor, func(t *testing.T) {
+			bad := t.TempDir()
+			genModel(t, bad, s, false)
+			patchSafetensors(t, filepath.Join(bad, "model", "model.safetensors"), func(st *safetensors.File) int64 {
+				info, ok := st.Info(tensor)
+				require.True(t, ok)
+				return info.Offset + info.Bytes - 2
+			}, func(b []byte) { b[0], b[1] = 0xc0, 0x7f })
+			errPlain := Export(context.Background(), Request{FS: os.DirFS(bad), ModelDir: "model", Options: o}, io.Discard, nil)
+			require.ErrorContains(t, errPlain, tensor)
+			hfs := &pieceFS{FS: os.DirFS(bad), hold: true, delay: time.Millisecond}
+			errHeld := Export(context.Background(), Request{FS: hfs, ModelDir: "model", Options: o, Workers: 1}, &refBuffer{}, nil)
+			require.Error(t, errHeld)
+			require.Equal(t, errPlain.Error(), errHeld.Error())
+			require.Zero(t, hfs.outstanding.Load(), "no conversion left running")
+		})
+	}
 }
 
 func TestConverterRefusesBadPieces(t *testing.T) {

@@ -44,6 +44,10 @@ func (e *encoder) findTwins(parts []*part) {
 						e.twinOf, e.twins = map[*job][]*job{}, map[*job]*twinSet{}
 					}
 					e.twinOf[src] = append(e.twinOf[src], j)
+					if e.twinTarget == nil {
+						e.twinTarget = map[*job]bool{}
+					}
+					e.twinTarget[j] = true
 					break
 				}
 			}

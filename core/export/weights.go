@@ -302,9 +302,18 @@ type encoder struct {
 	outBufs   [][]byte
 
 	// Tied tables converted once for two jobs (twins.go).
-	twinOf map[*job][]*job   // job → later jobs reading rows it reads
-	twins  map[*job]*twinSet // twin job → its held parts
-	twinMu sync.Mutex
+	twinOf     map[*job][]*job   // job → later jobs reading rows it reads
+	twinTarget map[*job]bool     // jobs in twinOf's lists
+	twins      map[*job]*twinSet // twin job → its held parts
+	twinMu     sync.Mutex
+
+	// Held batches in flight across jobs (ahead.go), and announcements.
+	jobs        []*job // the partition's jobs being encoded, in plan order
+	cur         int    // index in jobs of the job being encoded
+	canRef      bool   // the partition's output takes references
+	runs        map[*job]*heldRun
+	inFlight    int
+	unannounced map[*job]bool // twin jobs not announced (announce)
 }
 
 // encode writes every job of the plan to bw in plan order.
@@ -323,19 +332,37 @@ func (e *encoder) encode(w *weightPlan, bw *milblob.Writer) error {
 			}
 		}
 	}
+	e.jobs, e.canRef = jobs, bw.CanWriteRef()
+	defer func() { e.jobs = nil }()
+	// Jobs are announced until announceAhead bytes past the current one
+	// are: split linear layers make many small jobs, and announcing one
+	// job ahead left the reads one piece ahead.
+	ann := 0
+	var ahead int64 // bytes announced for the jobs after the current one
+	sizes := make([]int64, len(jobs))
 	for k, j := range jobs {
-		if k == 0 {
-			e.announce(j)
+		e.cur = k
+		if k < ann {
+			ahead -= sizes[k]
 		}
-		if k+1 < len(jobs) {
-			e.announce(jobs[k+1])
+		for ann < len(jobs) && (ann <= k || ahead < announceAhead) {
+			sizes[ann] = e.announce(jobs[ann], true)
+			if ann > k {
+				ahead += sizes[ann]
+			}
+			ann++
 		}
 		if err := e.encodeJob(j, bw); err != nil {
+			e.drainAhead()
 			return err
 		}
 	}
 	return nil
 }
+
+// announceAhead is how many source bytes past the current job encode
+// announces.
+const announceAhead = 64 << 20
 
 // basePrefix is how many blobs at the start of the weight file are base
 // or inline blobs (0 when none is a base blob): the range a cached .pte

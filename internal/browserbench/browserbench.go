@@ -350,9 +350,9 @@ func allFiles(cfg Config) []string {
 }
 
 type harness struct {
-	ctx      context.Context
-	url      string
-	cfg      Config
+	ctx                      context.Context
+	url                      string
+	cfg                      Config
 	profiled, profiledCached bool
 }
 
