@@ -622,16 +622,19 @@ func TestBrowserExporter(t *testing.T) {
 		nl.exporting.Store(true)
 		got := eval[map[string]any](t, ctx, `(async () => {
 			const before = (await lorapte.memory()).workerPieces;
+			const simdBefore = (await lorapte.memory()).workerSIMD;
 			const blob = await lorapte.export({ model: [...document.getElementById('model').files],
 				adapters: [{ name: 'ad', files: [...document.getElementById('adapter').files] }],
 				options: { multifunction: true, inputLen: 8, maxContextLen: 64 }, cache: false });
 			const d = new Uint8Array(await crypto.subtle.digest('SHA-256', await blob.arrayBuffer()));
 			const m = await lorapte.memory();
-			return { sha256: [...d].map((x) => x.toString(16).padStart(2, '0')).join(''), pieces: m.workerPieces - before, workers: m.workers };
+			return { sha256: [...d].map((x) => x.toString(16).padStart(2, '0')).join(''), pieces: m.workerPieces - before, workers: m.workers,
+				simd: m.workerSIMD - simdBefore };
 		})()`)
 		require.Equal(t, hex.EncodeToString(sum[:]), got["sha256"])
 		require.GreaterOrEqual(t, got["workers"], float64(1))
 		require.Greater(t, got["pieces"], float64(10), "pieces converted in the workers")
+		require.Greater(t, got["simd"], float64(10), "pieces converted by the workers' SIMD kernels")
 
 		// Caching the base (the default): the workers write the converted
 		// pieces straight into a file of the origin private file system,

@@ -34,18 +34,15 @@ func InWorker() bool {
 // RegisterWorker installs global[name] = {convert(bytes, piece)} for
 // site/lorapte-worker.js: bytes is a Uint8Array of the piece's source
 // bytes (fetched by the worker), piece its export.Piece as JSON; it returns {out, scales} (fresh
-// Uint8Arrays, to be transferred), or {error, slow} when it cannot.
+// Uint8Arrays, to be transferred; simd: true when the SIMD kernels made
+// them), or {error, slow} when it cannot. Quantized bfloat16 pieces run
+// the SIMD kernels (simd.go) where the engine has them.
 func RegisterWorker(global js.Value, name string) {
 	var (
 		c                export.Converter
 		src, out, scales []byte
 	)
-	grow := func(b []byte, n int) []byte {
-		if cap(b) < n {
-			return make([]byte, n)
-		}
-		return b[:n]
-	}
+	simd := newSIMDKernel()
 	u8 := js.Global().Get("Uint8Array")
 	convert := func(bytes, pieceJSON js.Value) (map[string]any, error) {
 		var p export.Piece
@@ -61,7 +58,19 @@ func RegisterWorker(global js.Value, name string) {
 		if n := p.SourceBytes(); bytes.Length() != n {
 			return nil, fmt.Errorf("convert: got %d source bytes, want %d (did the file change on disk?)", bytes.Length(), n)
 		}
-		src, out, scales = grow(src, p.SourceBytes()), grow(out, p.OutBytes()), grow(scales, p.ScaleBytes())
+		scales = grow(scales, p.ScaleBytes())
+		if simd != nil {
+			o, ok, err := simd.quantize(p, bytes, scales)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				js_ := u8.New(len(scales))
+				js.CopyBytesToJS(js_, scales)
+				return map[string]any{"out": o, "scales": js_, "simd": true}, nil
+			}
+		}
+		src, out = grow(src, p.SourceBytes()), grow(out, p.OutBytes())
 		js.CopyBytesToGo(src, bytes)
 		if err := c.Convert(p, src, out, scales); err != nil {
 			return nil, err

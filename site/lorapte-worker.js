@@ -71,10 +71,10 @@ async function convert({ id, piece: spec, tag, hold, twins }) {
         if (!cleared.has(tag)) held.set(t.id, { out: x.out, tag });
         return { scales: x.scales };
       });
-      postMessage({ id, scales: r.scales, twins: tr, memory: memory.buffer.byteLength });
+      postMessage({ id, scales: r.scales, twins: tr, simd: !!r.simd, memory: memory.buffer.byteLength });
       return;
     }
-    postMessage({ id, out: r.out, scales: r.scales, memory: memory.buffer.byteLength }, [r.out.buffer, r.scales.buffer]);
+    postMessage({ id, out: r.out, scales: r.scales, simd: !!r.simd, memory: memory.buffer.byteLength }, [r.out.buffer, r.scales.buffer]);
   } catch (e) {
     pieces.delete(id);
     postMessage({ id, error: String((e && e.message) || e) });

@@ -57,6 +57,7 @@
     if (typeof Worker !== 'function') return null;
     let converted = 0; // pieces the workers converted, for memory()
     let twinned = 0; // of which twins (converted from another piece's bytes)
+    let simd = 0; // pieces the workers' SIMD kernels converted
     const n = poolSize();
     const spawn = () => new Worker(new URL('lorapte-worker.js', here));
     const ready = (worker, onMessage) => new Promise((resolve, reject) => {
@@ -81,7 +82,7 @@
         const p = w.pending.get(m.id);
         if (!p) return;
         w.pending.delete(m.id);
-        if (m.error === undefined) { converted++; p.resolve(m); return; }
+        if (m.error === undefined) { converted++; if (m.simd) simd++; p.resolve(m); return; }
         const err = new Error(m.error);
         if (m.slow) err.name = 'SlowPath';
         p.reject(err);
@@ -248,6 +249,7 @@
       memoryBytes: () => converters.reduce((s, w) => s + w.memory, 0),
       converted: () => converted,
       twinned: () => twinned,
+      simd: () => simd,
     };
   }
 
@@ -388,9 +390,9 @@
      * Memory diagnostics: wasmBytes is the size of the wasm linear memory
      * of the page's instance plus its conversion workers' (workerBytes,
      * workers); linear memory only ever grows, so it is the peak so far.
-     * workerPieces counts the pieces the workers converted, workerTwins
-     * the pieces of a tied table's second use converted from the first's
-     * bytes.
+     * workerPieces counts the pieces the workers converted, workerSIMD
+     * those of them the SIMD kernels converted, workerTwins the pieces of
+     * a tied table's second use converted from the first's bytes.
      * The rest are the page instance's Go runtime.MemStats Sys, HeapSys,
      * HeapInuse in bytes.
      */
@@ -400,6 +402,7 @@
       return {
         wasmBytes: wasmMemory.buffer.byteLength + workerBytes, workerBytes,
         workers: pool ? pool.size : 0, workerPieces: pool ? pool.converted() : 0, workerTwins: pool ? pool.twinned() : 0,
+        workerSIMD: pool ? pool.simd() : 0,
         ...coreNow.memStats(),
       };
     },

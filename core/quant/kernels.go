@@ -433,6 +433,20 @@ func bf16BlockScale(s []byte, div float32) (scale uint16, inv float32, ok bool) 
 		amax = max(amax, uint64(binary.LittleEndian.Uint16(s)&0x7fff))
 		s = s[2:]
 	}
+	return blockScale(uint16(amax), div)
+}
+
+// BF16BlockScale is the scale bits and inverse of a block of bfloat16
+// values at bits (4 or 8) whose largest |x| has bit pattern amax
+// (sign cleared), as QuantizeBF16 computes them; ok is false if the block
+// overflows float16 (or holds Inf/NaN). For kernels that find amax
+// elsewhere (package wasmsimd).
+func BF16BlockScale(amax uint16, bits int) (scale uint16, inv float32, ok bool) {
+	_, _, div := codeRange(bits)
+	return blockScale(amax, div)
+}
+
+func blockScale(amax uint16, div float32) (scale uint16, inv float32, ok bool) {
 	if amax > bf16Top {
 		return 0, 0, false
 	}
