@@ -336,7 +336,7 @@ func (e *encoder) encode(w *weightPlan, bw *milblob.Writer) error {
 	defer func() { e.jobs = nil }()
 	// Jobs are announced until announceAhead bytes past the current one
 	// are: split linear layers make many small jobs, and announcing one
-	// job ahead left the reads one piece ahead.
+	// job ahead left the reads one piece ahead, one read per piece.
 	ann := 0
 	var ahead int64 // bytes announced for the jobs after the current one
 	sizes := make([]int64, len(jobs))
@@ -361,8 +361,10 @@ func (e *encoder) encode(w *weightPlan, bw *milblob.Writer) error {
 }
 
 // announceAhead is how many source bytes past the current job encode
-// announces.
-const announceAhead = 64 << 20
+// announces: more than a browser file reads ahead (jsbridge's
+// aheadBytes), so that the pieces not yet requested span enough of the
+// file to be read together.
+const announceAhead = 160 << 20
 
 // basePrefix is how many blobs at the start of the weight file are base
 // or inline blobs (0 when none is a base blob): the range a cached .pte
