@@ -226,6 +226,30 @@ func TestFS(t *testing.T) {
 	require.ErrorContains(t, err, "not a valid relative path")
 }
 
+// TestFSPrefetch: Prefetch reads the small files at once and Open hands
+// each read to its file, which then makes no read of its own; a second
+// Open, and files too large to read whole, read as usual.
+func TestFSPrefetch(t *testing.T) {
+	small, large := randomBytes(3000, 2), randomBytes(5000, 3)
+	defer func(w int64) { wholeFile = w }(wholeFile)
+	wholeFile = 4000
+	fsys, err := NewFS([]FileEntry{{Path: "a/small", Blob: jsBlob(small)}, {Path: "a/large", Blob: jsBlob(large)}}, 1024)
+	require.NoError(t, err)
+	fsys.Prefetch()
+	require.Len(t, fsys.pre, 1, "only the small file is read ahead")
+	for i, want := range []int{0, 1} {
+		f, err := fsys.Open("a/small")
+		require.NoError(t, err)
+		got, err := io.ReadAll(f)
+		require.NoError(t, err)
+		require.Equal(t, small, got)
+		require.Equal(t, want, f.(*file).r.Calls(), "open %d", i+1)
+	}
+	got, err := fs.ReadFile(fsys, "a/large")
+	require.NoError(t, err)
+	require.Equal(t, large, got)
+}
+
 // FuzzNewFS: any list of paths either is rejected with an error or gives
 // an FS whose files all open and read back.
 func FuzzNewFS(f *testing.F) {

@@ -88,6 +88,7 @@ func newGroup(entries []FileEntry, anchor string, window int) (*fileGroup, error
 	if err != nil {
 		return nil, err
 	}
+	fsys.Prefetch()
 	return &fileGroup{fs: fsys, dir: dir}, nil
 }
 

@@ -77,7 +77,7 @@ func baseContentDigest(base *safetensors.Source) ([]byte, error) {
 // samplesInFlight bounds the concurrent sample reads. In the browser each
 // read is a round trip to the page; overlapping them turns ~10² sequential
 // waits into a few.
-const samplesInFlight = 16
+const samplesInFlight = 64
 
 // tensorLine is a tensor's name, dtype, shape and size in the digest.
 func tensorLine(name string, info safetensors.Info) string {
