@@ -134,6 +134,24 @@ func (c *code) addLocal(l, v byte) {
 	c.set(l)
 }
 
+// whileBelow ends an inner loop, repeating it while local p < local end.
+func (c *code) whileBelow(p, end byte) {
+	c.get(p)
+	c.get(end)
+	c.op(opI32LtU, opBrIf, 0, opEnd)
+}
+
+// nextBlock ends the per-block loop (and its block): it counts the
+// blocks (local 1) down and repeats while some are left.
+func (c *code) nextBlock() {
+	c.get(1)
+	c.i32(1)
+	c.op(opI32Sub)
+	c.tee(1)
+	c.i32(0)
+	c.op(opI32Ne, opBrIf, 0, opEnd, opEnd)
+}
+
 // body wraps instructions with local declarations (groups of count ×
 // type) into a function body.
 func body(locals [][2]byte, c code) []byte {
@@ -175,9 +193,7 @@ func amaxBody() []byte {
 	c.simd(simdI16MaxU)
 	c.set(5)
 	c.addTo(0, 16)
-	c.get(0)
-	c.get(4)
-	c.op(opI32LtU, opBrIf, 0, opEnd)
+	c.whileBelow(0, 4)
 	// The maximum of the 8 lanes: fold halves three times.
 	for _, half := range []int{8, 4, 2} {
 		var lanes [16]byte
@@ -198,12 +214,7 @@ func amaxBody() []byte {
 	c.op(opI32Sto16)
 	c.mem(1, 0)
 	c.addTo(3, 2)
-	c.get(1)
-	c.i32(1)
-	c.op(opI32Sub)
-	c.tee(1)
-	c.i32(0)
-	c.op(opI32Ne, opBrIf, 0, opEnd, opEnd)
+	c.nextBlock()
 	return body([][2]byte{{1, tI32}, {2, tV128}}, c)
 }
 
@@ -337,15 +348,8 @@ func codesBody(bits int) []byte {
 	}
 	c.addTo(0, int32(perStep))
 	c.addTo(4, 16)
-	c.get(0)
-	c.get(lEnd)
-	c.op(opI32LtU, opBrIf, 0, opEnd)
-	c.get(1)
-	c.i32(1)
-	c.op(opI32Sub)
-	c.tee(1)
-	c.i32(0)
-	c.op(opI32Ne, opBrIf, 0, opEnd, opEnd)
+	c.whileBelow(0, lEnd)
+	c.nextBlock()
 	return body([][2]byte{{1, tI32}, {lA - lInv + 1, tV128}}, c)
 }
 
