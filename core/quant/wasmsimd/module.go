@@ -126,14 +126,6 @@ func (c *code) addTo(l byte, v int32) {
 	c.set(l)
 }
 
-// addLocal adds local v to local l (i32).
-func (c *code) addLocal(l, v byte) {
-	c.get(l)
-	c.get(v)
-	c.op(opI32Add)
-	c.set(l)
-}
-
 // whileBelow ends an inner loop, repeating it while local p < local end.
 func (c *code) whileBelow(p, end byte) {
 	c.get(p)
