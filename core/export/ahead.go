@@ -140,10 +140,10 @@ func (e *encoder) convertHeld(run *heldRun, write func(key string, b []byte) err
 			e.startAhead()
 		}
 		if err := e.settle(run, writeRef); err != nil {
+			// Let every conversion under way finish (nothing more is
+			// written) before the error ends the export.
+			run.drain(e)
 			e.drainAhead()
-			for len(run.flight) > 0 {
-				e.settle(run, writeRef) //nolint:errcheck // the first error is reported
-			}
 			return err
 		}
 	}
@@ -204,10 +204,16 @@ func (e *encoder) holdsPieces(j *job) bool {
 // must not leave conversions running) and forgets them.
 func (e *encoder) drainAhead() {
 	for j, run := range e.runs {
-		for _, b := range run.flight {
-			<-b.done
-			e.inFlight--
-		}
+		run.drain(e)
 		delete(e.runs, j)
 	}
+}
+
+// drain waits for run's batches in flight, discarding them.
+func (run *heldRun) drain(e *encoder) {
+	for _, b := range run.flight {
+		<-b.done
+		e.inFlight--
+	}
+	run.flight = nil
 }

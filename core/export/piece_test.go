@@ -3,6 +3,7 @@ package export
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -89,15 +90,20 @@ func (f *holdFile) HoldPiece(off int64, p Piece, scales []byte, twins []Twin) (a
 type heldBytes []byte
 
 // refBuffer is an output that takes references (RefWriter): held pieces.
+// With failAt > 0 the failAt-th reference fails.
 type refBuffer struct {
 	bytes.Buffer
-	refs int
+	refs   int
+	failAt int
 }
 
 func (b *refBuffer) WriteRef(ref any, n int64) error {
 	h, ok := ref.(heldBytes)
 	if !ok || int64(len(h)) != n {
 		return fmt.Errorf("bad reference %T of %d bytes for %d", ref, len(h), n)
+	}
+	if b.failAt > 0 && b.refs+1 == b.failAt {
+		return errors.New("output: disk full")
 	}
 	b.refs++
 	b.Write(h)
@@ -239,6 +245,13 @@ func TestHeldBatchesOverlapJobs(t *testing.T) {
 	require.Greater(t, hfs.held.Load(), int64(2*7))
 	require.EqualValues(t, remoteBatches, hfs.maxOutstanding.Load(), "pieces of several jobs in flight")
 	require.True(t, bytes.Equal(want.Bytes(), held.Bytes()), "same bytes as the plain export")
+
+	// The output fails while pieces of later jobs are in flight: the
+	// export ends with that error once they are back.
+	hfs = &pieceFS{FS: os.DirFS(dir), hold: true, delay: time.Millisecond}
+	err := Export(context.Background(), Request{FS: hfs, ModelDir: "model", Options: o, Workers: 1}, &refBuffer{failAt: 5}, nil)
+	require.ErrorContains(t, err, "disk full")
+	require.Zero(t, hfs.outstanding.Load(), "no conversion left running")
 
 	for _, tensor := range []string{"model.layers.1.mlp.down_proj.weight", "model.layers.0.self_attn.k_proj.weight"} {
 		t.Run(tensor, func(t *testing.T) {
