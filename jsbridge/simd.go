@@ -68,20 +68,21 @@ func (k *simdKernel) ensure(n int) {
 
 // quantize converts piece p from src (a Uint8Array of its bytes) when the
 // kernels apply: bfloat16 quantized to float16 scales in blocks they take.
-// It returns the codes as a new Uint8Array and fills scales (p's scale
-// bytes); ok is false when the kernels do not apply or a block overflows
-// float16, and the caller converts the piece in Go (which reports that).
-func (k *simdKernel) quantize(p export.Piece, src js.Value, scales []byte) (out js.Value, ok bool, err error) {
+// It writes the codes into out (a Uint8Array of p.OutBytes()) and scales
+// (p's scale bytes); ok is false when the kernels do not apply or a block
+// overflows float16, and the caller converts the piece in Go (which
+// reports that).
+func (k *simdKernel) quantize(p export.Piece, src js.Value, scales []byte, out js.Value) (ok bool, err error) {
 	if p.DType != safetensors.BF16 || !p.Quant || p.FP32 {
-		return js.Value{}, false, nil
+		return false, nil
 	}
 	g := p.Cols / p.Groups
 	if !wasmsimd.Fits(g, p.Bits) {
-		return js.Value{}, false, nil
+		return false, nil
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			out, ok, err = js.Value{}, false, fmt.Errorf("convert: SIMD kernels: %v", r)
+			ok, err = false, fmt.Errorf("convert: SIMD kernels: %v", r)
 		}
 	}()
 	blocks := p.Rows * p.Groups
@@ -98,7 +99,7 @@ func (k *simdKernel) quantize(p export.Piece, src js.Value, scales []byte) (out 
 	for b := range blocks {
 		sc, inv, fits := quant.BF16BlockScale(binary.LittleEndian.Uint16(k.amaxB[2*b:]), p.Bits)
 		if !fits {
-			return js.Value{}, false, nil
+			return false, nil
 		}
 		binary.LittleEndian.PutUint16(scales[2*b:], sc)
 		binary.LittleEndian.PutUint32(k.invB[4*b:], math.Float32bits(inv))
@@ -109,7 +110,8 @@ func (k *simdKernel) quantize(p export.Piece, src js.Value, scales []byte) (out 
 		codes = k.codes8
 	}
 	codes.Invoke(0, blocks, 2*g, invOff, outOff)
-	return k.view.Call("slice", outOff, outOff+p.OutBytes()), true, nil
+	out.Call("set", k.view.Call("subarray", outOff, outOff+p.OutBytes()))
+	return true, nil
 }
 
 // grow returns b resized to n bytes, reallocated only when too small.

@@ -87,7 +87,8 @@ func TestSIMDKernelsMatchTheGoKernels(t *testing.T) {
 					wantOut, wantScales := make([]byte, p.OutBytes()), make([]byte, p.ScaleBytes())
 					require.NoError(t, c.Convert(p, sc.src, wantOut, wantScales))
 					scales := make([]byte, p.ScaleBytes())
-					out, ok, err := k.quantize(p, toJS(sc.src), scales)
+					out := u8.New(p.OutBytes())
+					ok, err := k.quantize(p, toJS(sc.src), scales, out)
 					require.NoError(t, err)
 					require.True(t, ok)
 					got := make([]byte, out.Length())
@@ -111,7 +112,7 @@ func TestSIMDKernelsMatchTheGoKernels(t *testing.T) {
 	for _, v := range []uint16{0x4780, 0x7f80} {
 		src := bf16Matrix(2, 64, func(i int) uint16 { return map[bool]uint16{true: v, false: 0x3f80}[i == 70] })
 		p := export.Piece{DType: safetensors.BF16, Rows: 2, Cols: 64, Quant: true, Bits: 4, Groups: 1}
-		_, ok, err := k.quantize(p, toJS(src), make([]byte, p.ScaleBytes()))
+		ok, err := k.quantize(p, toJS(src), make([]byte, p.ScaleBytes()), u8.New(p.OutBytes()))
 		require.NoError(t, err)
 		require.False(t, ok, "%#x overflows float16", v)
 	}
@@ -121,7 +122,7 @@ func TestSIMDKernelsMatchTheGoKernels(t *testing.T) {
 		{DType: safetensors.BF16, Rows: 2, Cols: 64, Quant: true, Bits: 4, Groups: 1, FP32: true},
 		{DType: safetensors.BF16, Rows: 2, Cols: 64},
 	} {
-		_, ok, err := k.quantize(p, toJS(make([]byte, p.SourceBytes())), make([]byte, p.ScaleBytes()))
+		ok, err := k.quantize(p, toJS(make([]byte, p.SourceBytes())), make([]byte, p.ScaleBytes()), u8.New(p.OutBytes()))
 		require.NoError(t, err)
 		require.False(t, ok, "%+v", p)
 	}
@@ -133,13 +134,36 @@ func TestSIMDKernelsMatchTheGoKernels(t *testing.T) {
 	p := export.Piece{DType: safetensors.BF16, Rows: sc.rows, Cols: sc.cols, Quant: true, Bits: 4, Groups: 1}
 	pj, err := json.Marshal(p)
 	require.NoError(t, err)
-	res := g.Get("w").Call("convert", toJS(sc.src), string(pj))
-	require.True(t, res.Get("simd").Truthy())
-	got := make([]byte, res.Get("out").Length())
-	js.CopyBytesToGo(got, res.Get("out"))
 	want := make([]byte, p.OutBytes())
 	require.NoError(t, c.Convert(p, sc.src, want, make([]byte, p.ScaleBytes())))
-	require.True(t, bytes.Equal(want, got))
+	// A spare buffer large enough is filled from its start; one too small
+	// is left alone. The same for a piece the Go kernels convert (float16).
+	fp := export.Piece{DType: safetensors.BF16, Rows: sc.rows, Cols: sc.cols}
+	fj, err := json.Marshal(fp)
+	require.NoError(t, err)
+	fwant := make([]byte, fp.OutBytes())
+	require.NoError(t, c.Convert(fp, sc.src, fwant, nil))
+	ab := js.Global().Get("ArrayBuffer")
+	for _, tc := range []struct {
+		piece string
+		want  []byte
+		simd  bool
+	}{{string(pj), want, true}, {string(fj), fwant, false}} {
+		for _, spare := range []js.Value{js.Undefined(), ab.New(len(tc.want) + 100), ab.New(len(tc.want) - 1)} {
+			res := g.Get("w").Call("convert", toJS(sc.src), tc.piece, spare)
+			require.Equal(t, tc.simd, res.Get("simd").Truthy())
+			out := res.Get("out")
+			got := make([]byte, out.Length())
+			js.CopyBytesToGo(got, out)
+			require.True(t, bytes.Equal(tc.want, got))
+			size := -1
+			if !spare.IsUndefined() {
+				size = spare.Get("byteLength").Int()
+			}
+			require.Equal(t, size >= len(tc.want), out.Get("buffer").Equal(spare), "spare of %d bytes", size)
+			require.Zero(t, out.Get("byteOffset").Int())
+		}
+	}
 }
 
 // BenchmarkWorkerConvert converts a 1024×2048 bfloat16 piece to int4 the
@@ -155,8 +179,9 @@ func BenchmarkWorkerConvert(b *testing.B) {
 		k := newSIMDKernel()
 		scales := make([]byte, p.ScaleBytes())
 		b.SetBytes(int64(len(src)))
+		out := js.Global().Get("Uint8Array").New(p.OutBytes())
 		for i := 0; i < b.N; i++ {
-			if _, ok, err := k.quantize(p, u, scales); !ok || err != nil {
+			if ok, err := k.quantize(p, u, scales, out); !ok || err != nil {
 				b.Fatal(ok, err)
 			}
 		}

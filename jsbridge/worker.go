@@ -31,12 +31,15 @@ func InWorker() bool {
 	return wgs.Type() == js.TypeFunction && js.Global().InstanceOf(wgs)
 }
 
-// RegisterWorker installs global[name] = {convert(bytes, piece)} for
-// site/lorapte-worker.js: bytes is a Uint8Array of the piece's source
-// bytes (fetched by the worker), piece its export.Piece as JSON; it returns {out, scales} (fresh
-// Uint8Arrays, to be transferred; simd: true when the SIMD kernels made
-// them), or {error, slow} when it cannot. Quantized bfloat16 pieces run
-// the SIMD kernels (simd.go) where the engine has them.
+// RegisterWorker installs global[name] = {convert(bytes, piece, spare)}
+// for site/lorapte-worker.js: bytes is a Uint8Array of the piece's source
+// bytes (fetched by the worker), piece its export.Piece as JSON; it
+// returns {out, scales} (Uint8Arrays, to be transferred; simd: true when
+// the SIMD kernels made them), or {error, slow} when it cannot. out is a
+// view at the start of spare, an ArrayBuffer a converted piece had before
+// (the writer sends them back), when it is large enough: a new one costs
+// more to allocate than to fill. Quantized bfloat16 pieces run the SIMD
+// kernels (simd.go) where the engine has them.
 func RegisterWorker(global js.Value, name string) {
 	var (
 		c                export.Converter
@@ -44,7 +47,8 @@ func RegisterWorker(global js.Value, name string) {
 	)
 	simd := newSIMDKernel()
 	u8 := js.Global().Get("Uint8Array")
-	convert := func(bytes, pieceJSON js.Value) (map[string]any, error) {
+	arrayBuffer := js.Global().Get("ArrayBuffer")
+	convert := func(bytes, pieceJSON, spare js.Value) (map[string]any, error) {
 		var p export.Piece
 		if pieceJSON.Type() != js.TypeString || json.Unmarshal([]byte(pieceJSON.String()), &p) != nil {
 			return nil, errors.New("convert: want a piece as JSON")
@@ -59,23 +63,33 @@ func RegisterWorker(global js.Value, name string) {
 			return nil, fmt.Errorf("convert: got %d source bytes, want %d (did the file change on disk?)", bytes.Length(), n)
 		}
 		scales = grow(scales, p.ScaleBytes())
+		n := p.OutBytes()
+		jo := js.Null()
+		if spare.InstanceOf(arrayBuffer) && spare.Get("byteLength").Int() >= n {
+			jo = u8.New(spare, 0, n)
+		}
 		if simd != nil {
-			o, ok, err := simd.quantize(p, bytes, scales)
+			if jo.IsNull() {
+				jo = u8.New(n)
+			}
+			ok, err := simd.quantize(p, bytes, scales, jo)
 			if err != nil {
 				return nil, err
 			}
 			if ok {
 				js_ := u8.New(len(scales))
 				js.CopyBytesToJS(js_, scales)
-				return map[string]any{"out": o, "scales": js_, "simd": true}, nil
+				return map[string]any{"out": jo, "scales": js_, "simd": true}, nil
 			}
 		}
-		src, out = grow(src, p.SourceBytes()), grow(out, p.OutBytes())
+		src, out = grow(src, p.SourceBytes()), grow(out, n)
 		js.CopyBytesToGo(src, bytes)
 		if err := c.Convert(p, src, out, scales); err != nil {
 			return nil, err
 		}
-		jo := u8.New(len(out))
+		if jo.IsNull() {
+			jo = u8.New(n)
+		}
 		js.CopyBytesToJS(jo, out)
 		js_ := u8.New(len(scales))
 		js.CopyBytesToJS(js_, scales)
@@ -83,7 +97,7 @@ func RegisterWorker(global js.Value, name string) {
 	}
 	global.Set(name, js.ValueOf(map[string]any{
 		"convert": js.FuncOf(func(_ js.Value, args []js.Value) any {
-			res, err := convert(arg(args, 0), arg(args, 1))
+			res, err := convert(arg(args, 0), arg(args, 1), arg(args, 2))
 			if err != nil {
 				return map[string]any{"error": err.Error(), "slow": errors.Is(err, export.ErrSlowPath)}
 			}

@@ -57,7 +57,7 @@ async function convert({ id, piece: spec, tag, hold, twins }) {
   try {
     const src = await p.bytes;
     pieces.delete(id);
-    const r = conv.convert(src, spec);
+    const r = conv.convert(src, spec, spares.pop());
     if (r.error) {
       postMessage({ id, error: r.error, slow: r.slow, memory: memory.buffer.byteLength });
       return;
@@ -66,7 +66,7 @@ async function convert({ id, piece: spec, tag, hold, twins }) {
       if (!cleared.has(tag)) held.set(id, { out: r.out, tag });
       // Twins: other pieces from runs of the same bytes, held as well.
       const tr = (twins || []).map((t) => {
-        const x = conv.convert(new Uint8Array(src.buffer, src.byteOffset + t.skip, t.bytes), t.piece);
+        const x = conv.convert(new Uint8Array(src.buffer, src.byteOffset + t.skip, t.bytes), t.piece, spares.pop());
         if (x.error) return { error: x.error };
         if (!cleared.has(tag)) held.set(t.id, { out: x.out, tag });
         return { scales: x.scales };
@@ -83,6 +83,11 @@ async function convert({ id, piece: spec, tag, hold, twins }) {
 
 const held = new Map(); // id → {out, tag}: converted pieces waiting for "emit"
 let toWriter = null; // MessagePort to the writer
+// Buffers of held pieces the writer has written, sent back to be filled
+// again (allocating a fresh one per piece cost more than filling it); a
+// spare too small for a piece is dropped by convert, which allocates.
+const spares = [];
+const maxSpares = 8;
 
 function emit({ id, at, tag }) {
   const h = held.get(id);
@@ -105,6 +110,7 @@ async function startConverter(msg) {
     if (!conv) throw new Error('lorapte.wasm started but did not register its worker API');
     msg.port.onmessage = fromReader;
     toWriter = msg.writer;
+    toWriter.onmessage = (e) => { if (e.data.spare && spares.length < maxSpares) spares.push(e.data.spare); };
     postMessage({ ready: true });
   } catch (err) {
     postMessage({ ready: false, error: String((err && err.message) || err) });
@@ -186,13 +192,14 @@ async function openOutput({ tag, name }) {
     return;
   }
   postMessage({ tag, ev: o.error ? 'error' : 'opened', error: o.error });
-  for (const m of o.queue.splice(0)) writeOutput(m);
+  for (const [m, back] of o.queue.splice(0)) writeOutput(m, back);
 }
 
-function writeOutput(m) {
+// writeOutput writes m; back (optional) then gets m's buffer back.
+function writeOutput(m, back) {
   const o = outputs.get(m.tag);
   if (!o) return; // aborted
-  if (!o.h && !o.error) { o.queue.push(m); return; }
+  if (!o.h && !o.error) { o.queue.push([m, back]); return; }
   const n = m.n ?? (m.buf ? m.buf.byteLength : 0);
   if (!o.error) {
     try {
@@ -206,6 +213,7 @@ function writeOutput(m) {
     }
   }
   postMessage({ tag: m.tag, ev: 'wrote', n });
+  if (back && m.buf) back(m.buf);
   finishOutput(m.tag);
 }
 
@@ -262,7 +270,8 @@ self.onmessage = (e) => {
     case 'emit': emit(msg); break;
     case 'clear': clear(msg.tag); break;
     case 'writer':
-      for (const p of msg.ports) p.onmessage = (ev) => writeOutput(ev.data);
+      // Held pieces' buffers go back to their converter once written.
+      for (const p of msg.ports) p.onmessage = (ev) => writeOutput(ev.data, (buf) => p.postMessage({ spare: buf }, [buf]));
       postMessage({ ready: true });
       break;
     case 'open': openOutput(msg); break;
