@@ -390,4 +390,38 @@ func TestEncodeF16MatchesDecodePut(t *testing.T) {
 	for _, x := range []float32{65504, 65519.99, 65520, 1e9, float32(math.Inf(-1)), float32(math.NaN())} {
 		check(t, binary.LittleEndian.AppendUint32(nil, math.Float32bits(x)), FormatF32)
 	}
+	// Runs mixing normal values with zeros, subnormals, tiny values and one
+	// overflow, at every position of the four-at-a-time loop and its tail.
+	odd := []float32{0, float32(math.Copysign(0, -1)), 1e-6, 6.1e-5, 3e-8, -65504, 65519}
+	for trial := 0; trial < 2000; trial++ {
+		n := 1 + rng.IntN(13)
+		var run []byte
+		for k := 0; k < n; k++ {
+			x := float32(rng.NormFloat64() * 0.05)
+			if rng.IntN(4) == 0 {
+				x = odd[rng.IntN(len(odd))]
+			}
+			if trial%50 == 0 && k == n-1 {
+				x = 70000 // overflows: refused
+			}
+			run = binary.LittleEndian.AppendUint32(run, math.Float32bits(x))
+		}
+		check(t, run, FormatF32)
+	}
+}
+
+// BenchmarkEncodeF16 converts 1M float32 LoRA-like values to float16.
+func BenchmarkEncodeF16(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	src := make([]byte, 4<<20)
+	for i := 0; i < len(src); i += 4 {
+		binary.LittleEndian.PutUint32(src[i:], math.Float32bits(float32(rng.NormFloat64()*0.02)))
+	}
+	dst := make([]byte, len(src)/2)
+	b.SetBytes(int64(len(src)))
+	for i := 0; i < b.N; i++ {
+		if !EncodeF16(dst, src, FormatF32) {
+			b.Fatal("refused")
+		}
+	}
 }
