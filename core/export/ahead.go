@@ -58,18 +58,20 @@ func (e *encoder) heldSource(j *job) (jobSource, bool) {
 
 // newRun prepares j for held conversion from src.
 func (e *encoder) newRun(j *job, src jobSource) (*heldRun, error) {
-	groups := 1
-	if j.enc == encQuant {
-		var err error
-		if groups, err = j.scheme.ScaleCount(j.cols); err != nil {
-			return nil, fmt.Errorf("%s: %w", j.label, err)
-		}
-		if e.fp32 {
-			return &heldRun{j: j, src: src, groups: groups, step: batchRows(j), workers: e.jobWorkers(j), sc32: make([]float32, j.rows*groups)}, nil
-		}
-		return &heldRun{j: j, src: src, groups: groups, step: batchRows(j), workers: e.jobWorkers(j), sc16: make([]uint16, j.rows*groups)}, nil
+	run := &heldRun{j: j, src: src, groups: 1, step: batchRows(j), workers: e.jobWorkers(j)}
+	if j.enc != encQuant {
+		return run, nil
 	}
-	return &heldRun{j: j, src: src, groups: groups, step: batchRows(j), workers: e.jobWorkers(j)}, nil
+	var err error
+	if run.groups, err = j.scheme.ScaleCount(j.cols); err != nil {
+		return nil, fmt.Errorf("%s: %w", j.label, err)
+	}
+	if e.fp32 {
+		run.sc32 = make([]float32, j.rows*run.groups)
+	} else {
+		run.sc16 = make([]uint16, j.rows*run.groups)
+	}
+	return run, nil
 }
 
 // start starts run's next batch.
