@@ -25,6 +25,7 @@ import (
 
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/input"
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
@@ -615,56 +616,70 @@ func TestBrowserExporter(t *testing.T) {
 			Adapters: []export.Adapter{{Name: "ad", FS: fsys, Path: "ad"}}}, &native, nil))
 		sum := sha256.Sum256(native.Bytes())
 
-		loadPage("/embed-example.html")
-		require.True(t, eval[bool](t, ctx, `lorapte.ready().then(() => true)`))
-		upload(t, ctx, `document.getElementById('model')`, filepath.Join(dir, "model", "config.json"), filepath.Join(dir, "model", "model.safetensors"))
-		upload(t, ctx, `document.getElementById('adapter')`, filepath.Join(dir, "ad", "adapter_config.json"), filepath.Join(dir, "ad", "adapter_model.safetensors"))
-		nl.exporting.Store(true)
-		got := eval[map[string]any](t, ctx, `(async () => {
-			const before = (await lorapte.memory()).workerPieces;
-			const simdBefore = (await lorapte.memory()).workerSIMD;
-			const blob = await lorapte.export({ model: [...document.getElementById('model').files],
-				adapters: [{ name: 'ad', files: [...document.getElementById('adapter').files] }],
-				options: { multifunction: true, inputLen: 8, maxContextLen: 64 }, cache: false });
-			const d = new Uint8Array(await crypto.subtle.digest('SHA-256', await blob.arrayBuffer()));
-			const m = await lorapte.memory();
-			return { sha256: [...d].map((x) => x.toString(16).padStart(2, '0')).join(''), pieces: m.workerPieces - before, workers: m.workers,
-				simd: m.workerSIMD - simdBefore };
-		})()`)
-		require.Equal(t, hex.EncodeToString(sum[:]), got["sha256"])
-		require.GreaterOrEqual(t, got["workers"], float64(1))
-		require.Greater(t, got["pieces"], float64(10), "pieces converted in the workers")
-		require.Greater(t, got["simd"], float64(10), "pieces converted by the workers' SIMD kernels")
+		// With this machine's converters, and with three (the pool's
+		// pieces of one read then go to several converters).
+		cores := eval[float64](t, ctx, `navigator.hardwareConcurrency`)
+		defer func() {
+			_, err := chromedp.Call(ctx, emulation.SetHardwareConcurrencyOverride, emulation.SetHardwareConcurrencyOverrideParams{HardwareConcurrency: int64(cores)})
+			require.NoError(t, err)
+		}()
+		for _, conc := range []float64{cores, 4} {
+			t.Run(fmt.Sprintf("hardwareConcurrency=%.0f", conc), func(t *testing.T) {
+				_, err := chromedp.Call(ctx, emulation.SetHardwareConcurrencyOverride, emulation.SetHardwareConcurrencyOverrideParams{HardwareConcurrency: int64(conc)})
+				require.NoError(t, err)
 
-		// Caching the base (the default): the workers write the converted
-		// pieces straight into a file of the origin private file system,
-		// which is the result and the cache entry; a re-export from that
-		// entry is the native bytes too.
-		for _, b := range eval[[]map[string]any](t, ctx, `lorapte.cachedBases()`) {
-			do(t, ctx, fmt.Sprintf(`lorapte.deleteCachedBase(%q)`, b["id"]))
+				loadPage("/embed-example.html")
+				require.True(t, eval[bool](t, ctx, `lorapte.ready().then(() => true)`))
+				upload(t, ctx, `document.getElementById('model')`, filepath.Join(dir, "model", "config.json"), filepath.Join(dir, "model", "model.safetensors"))
+				upload(t, ctx, `document.getElementById('adapter')`, filepath.Join(dir, "ad", "adapter_config.json"), filepath.Join(dir, "ad", "adapter_model.safetensors"))
+				nl.exporting.Store(true)
+				got := eval[map[string]any](t, ctx, `(async () => {
+				const before = (await lorapte.memory()).workerPieces;
+				const simdBefore = (await lorapte.memory()).workerSIMD;
+				const blob = await lorapte.export({ model: [...document.getElementById('model').files],
+					adapters: [{ name: 'ad', files: [...document.getElementById('adapter').files] }],
+					options: { multifunction: true, inputLen: 8, maxContextLen: 64 }, cache: false });
+				const d = new Uint8Array(await crypto.subtle.digest('SHA-256', await blob.arrayBuffer()));
+				const m = await lorapte.memory();
+				return { sha256: [...d].map((x) => x.toString(16).padStart(2, '0')).join(''), pieces: m.workerPieces - before, workers: m.workers,
+					simd: m.workerSIMD - simdBefore };
+			})()`)
+				require.Equal(t, hex.EncodeToString(sum[:]), got["sha256"])
+				require.Equal(t, max(1, min(conc-1, 4)), got["workers"], "converters")
+				require.Greater(t, got["pieces"], float64(10), "pieces converted in the workers")
+				require.Greater(t, got["simd"], float64(10), "pieces converted by the workers' SIMD kernels")
+
+				// Caching the base (the default): the workers write the converted
+				// pieces straight into a file of the origin private file system,
+				// which is the result and the cache entry; a re-export from that
+				// entry is the native bytes too.
+				for _, b := range eval[[]map[string]any](t, ctx, `lorapte.cachedBases()`) {
+					do(t, ctx, fmt.Sprintf(`lorapte.deleteCachedBase(%q)`, b["id"]))
+				}
+				got = eval[map[string]any](t, ctx, `(async () => {
+				const sha = async (blob) => [...new Uint8Array(await crypto.subtle.digest('SHA-256', await blob.arrayBuffer()))].map((x) => x.toString(16).padStart(2, '0')).join('');
+				const before = (await lorapte.memory()).workerPieces;
+				const twinsBefore = (await lorapte.memory()).workerTwins;
+				const files = [...document.getElementById('adapter').files];
+				const res = await lorapte.exportDetailed({ model: [...document.getElementById('model').files],
+					adapters: [{ name: 'ad', files }], options: { multifunction: true, inputLen: 8, maxContextLen: 64 } });
+				const pieces = (await lorapte.memory()).workerPieces - before;
+				const twins = (await lorapte.memory()).workerTwins - twinsBefore;
+				const again = await lorapte.exportDetailed({ base: res.baseId, adapters: [{ name: 'ad', files }],
+					options: { multifunction: true, inputLen: 8, maxContextLen: 64 } });
+				return { sha256: await sha(res.blob), file: res.blob instanceof File ? res.blob.name : '', baseId: res.baseId || '',
+					notices: res.notices.join(' '), pieces, twins, cached: await sha(again.blob) };
+			})()`)
+				nl.exporting.Store(false)
+				require.Empty(t, got["notices"])
+				require.Equal(t, hex.EncodeToString(sum[:]), got["sha256"], "export written by the workers into a file")
+				require.Regexp(t, `^[0-9a-f]+\.pte$`, got["file"], "the result is the cache's file")
+				require.NotEmpty(t, got["baseId"])
+				require.Greater(t, got["pieces"], float64(10), "pieces converted in the workers")
+				require.Positive(t, got["twins"], "the tied head converted from the embedding's reads")
+				require.Equal(t, hex.EncodeToString(sum[:]), got["cached"], "re-export from the cached file")
+			})
 		}
-		got = eval[map[string]any](t, ctx, `(async () => {
-			const sha = async (blob) => [...new Uint8Array(await crypto.subtle.digest('SHA-256', await blob.arrayBuffer()))].map((x) => x.toString(16).padStart(2, '0')).join('');
-			const before = (await lorapte.memory()).workerPieces;
-			const twinsBefore = (await lorapte.memory()).workerTwins;
-			const files = [...document.getElementById('adapter').files];
-			const res = await lorapte.exportDetailed({ model: [...document.getElementById('model').files],
-				adapters: [{ name: 'ad', files }], options: { multifunction: true, inputLen: 8, maxContextLen: 64 } });
-			const pieces = (await lorapte.memory()).workerPieces - before;
-			const twins = (await lorapte.memory()).workerTwins - twinsBefore;
-			const again = await lorapte.exportDetailed({ base: res.baseId, adapters: [{ name: 'ad', files }],
-				options: { multifunction: true, inputLen: 8, maxContextLen: 64 } });
-			return { sha256: await sha(res.blob), file: res.blob instanceof File ? res.blob.name : '', baseId: res.baseId || '',
-				notices: res.notices.join(' '), pieces, twins, cached: await sha(again.blob) };
-		})()`)
-		nl.exporting.Store(false)
-		require.Empty(t, got["notices"])
-		require.Equal(t, hex.EncodeToString(sum[:]), got["sha256"], "export written by the workers into a file")
-		require.Regexp(t, `^[0-9a-f]+\.pte$`, got["file"], "the result is the cache's file")
-		require.NotEmpty(t, got["baseId"])
-		require.Greater(t, got["pieces"], float64(10), "pieces converted in the workers")
-		require.Positive(t, got["twins"], "the tied head converted from the embedding's reads")
-		require.Equal(t, hex.EncodeToString(sum[:]), got["cached"], "re-export from the cached file")
 	})
 
 	t.Run("offline after the first visit", func(t *testing.T) {
