@@ -75,16 +75,13 @@ type aheadPiece struct {
 	p   js.Value
 }
 
-// aheadReads is how many announced reads may be in flight ahead of the
-// reader: one read of the browser at a time does not keep up with the
-// converter.
-const aheadReads = 4
-
+// Announced reads are requested up to aheadBytes ahead of the reader (one
+// read of the browser at a time does not keep up with the converter).
 // Pooled files read announced pieces that follow each other in the file
 // (a split layer's jobs, a tensor's batches) by one read of up to maxSpan
 // bytes: each read of a File costs the browser a round trip per chunk of
 // its data pipe plus a fixed part, and 4 MB reads took ~1.5× the CPU of
-// 32 MB ones (probe, Chromium 156). Reads ahead stop at aheadBytes.
+// 32 MB ones (probe, Chromium 156).
 const (
 	maxSpan    = 32 << 20
 	aheadBytes = 64 << 20
@@ -143,47 +140,43 @@ func (r *BlobReader) takeAhead(off int64, n int) (p js.Value, ok bool, err error
 	if !ok {
 		return js.Value{}, false, nil
 	}
-	if r.fetchSpan != nil {
-		r.requestSpans()
-		return p, true, nil
-	}
-	for len(r.ahead) < aheadReads && len(r.pieces) > 0 {
-		a := r.pieces[0]
-		r.pieces = r.pieces[1:]
-		var err error
-		if a.p, err = r.fetchPiece(a.off, a.n); err != nil {
-			break // read in line when needed
-		}
-		r.ahead = append(r.ahead, a)
-	}
+	r.requestAhead()
 	return p, true, nil
 }
 
-// requestSpans requests announced pieces ahead, up to aheadBytes, those
-// that follow each other in the file together (fetchSpan). r.mu is held.
-func (r *BlobReader) requestSpans() {
+// requestAhead requests announced pieces up to aheadBytes ahead; with
+// fetchSpan, those that follow each other in the file by one read. r.mu
+// is held.
+func (r *BlobReader) requestAhead() {
 	queued := 0
 	for _, a := range r.ahead {
 		queued += a.n
 	}
 	for queued < aheadBytes && len(r.pieces) > 0 {
 		k, span := 1, r.pieces[0].n
-		for k < len(r.pieces) && r.pieces[k].off == r.pieces[k-1].off+int64(r.pieces[k-1].n) && span+r.pieces[k].n <= maxSpan {
+		for r.fetchSpan != nil && k < len(r.pieces) && r.pieces[k].off == r.pieces[k-1].off+int64(r.pieces[k-1].n) && span+r.pieces[k].n <= maxSpan {
 			span += r.pieces[k].n
 			k++
 		}
 		run := r.pieces[:k]
-		sizes := make([]int, k)
-		for i, a := range run {
-			sizes[i] = a.n
-		}
-		r.calls++
-		ps, err := r.fetchSpan(run[0].off, sizes)
-		if err != nil || len(ps) != k {
-			return // read in line when needed
-		}
-		for i := range run {
-			run[i].p = ps[i]
+		if k == 1 {
+			var err error
+			if run[0].p, err = r.fetchPiece(run[0].off, run[0].n); err != nil {
+				return // read in line when needed
+			}
+		} else {
+			sizes := make([]int, k)
+			for i, a := range run {
+				sizes[i] = a.n
+			}
+			r.calls++
+			ps, err := r.fetchSpan(run[0].off, sizes)
+			if err != nil || len(ps) != k {
+				return // read in line when needed
+			}
+			for i := range run {
+				run[i].p = ps[i]
+			}
 		}
 		r.ahead = append(r.ahead, run...)
 		r.pieces = r.pieces[k:]
@@ -354,7 +347,13 @@ func (r *BlobReader) prefetch(off int64, n int) {
 // request starts reading n bytes at off: a Promise of an ArrayBuffer.
 func (r *BlobReader) request(off int64, n int) (js.Value, error) {
 	r.calls++
-	slice, err := call(r.blob, "slice", float64(off), float64(off+int64(n)))
+	return readBlob(r.blob, off, int64(n))
+}
+
+// readBlob starts reading n bytes at off of blob: a Promise of an
+// ArrayBuffer.
+func readBlob(blob js.Value, off, n int64) (js.Value, error) {
+	slice, err := call(blob, "slice", float64(off), float64(off+n))
 	if err != nil {
 		return js.Value{}, err
 	}
@@ -415,15 +414,11 @@ type FS struct {
 // other, two 45 MB adapters took ~0.3 s before planning could start.
 func (f *FS) Prefetch() {
 	for p, b := range f.files {
-		size := b.Get("size").Float()
-		if size <= 0 || size > float64(wholeFile) {
+		size := int64(b.Get("size").Float())
+		if size <= 0 || size > wholeFile {
 			continue
 		}
-		slice, err := call(b, "slice", 0, size)
-		if err != nil {
-			continue
-		}
-		pr, err := call(slice, "arrayBuffer")
+		pr, err := readBlob(b, 0, size)
 		if err != nil {
 			continue
 		}
