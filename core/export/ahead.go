@@ -3,6 +3,7 @@ package export
 import (
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // Held pieces across jobs. When pieces are converted and held elsewhere
@@ -86,18 +87,15 @@ func (e *encoder) start(run *heldRun) {
 	e.inFlight++
 	go func() {
 		errs := make([]error, len(parts))
-		done := make(chan struct{}, len(parts))
+		var wg sync.WaitGroup
 		for w, ab := range parts {
-			go func() {
+			wg.Go(func() {
 				h := &b.held[w]
 				h.n = int64(e.outBytes(j, (ab[1]-ab[0])*j.cols))
 				errs[w] = e.convertRows(j, run.src, nil, r+ab[0], ab[1]-ab[0], nil, h, run.groups, run.sc16, run.sc32)
-				done <- struct{}{}
-			}()
+			})
 		}
-		for range parts {
-			<-done
-		}
+		wg.Wait()
 		b.done <- errors.Join(errs...)
 	}()
 }
@@ -190,16 +188,14 @@ func (e *encoder) startAhead() {
 func (e *encoder) holdable(j *job) bool { return !e.twinTarget[j] && e.holdsPieces(j) }
 
 // holdsPieces reports whether j's pieces would be converted and held
-// elsewhere: the decision encodeJob and convert make.
+// elsewhere: converted (not copied from the base cache), written by
+// reference, from a holding source.
 func (e *encoder) holdsPieces(j *job) bool {
-	if !e.canRef {
-		return false
-	}
-	if isBase := e.base != nil && j.src == e.base; isBase && (e.cacheIn != nil || e.cacheOut != nil) {
+	if e.base != nil && j.src == e.base && e.cacheIn != nil {
 		return false
 	}
 	_, ok := e.heldSource(j)
-	return ok
+	return ok && e.takesRefs(j)
 }
 
 // drainAhead waits for every batch started ahead (an export that failed

@@ -238,27 +238,25 @@ func (e *encoder) convert(j *job, write func(key string, b []byte) error, writeR
 	if done, err := e.writeTwins(j, write, writeRef); done || err != nil {
 		return err
 	}
-	if e.unannounced[j] {
-		// A twin job that its twins did not cover after all.
-		delete(e.unannounced, j)
-		e.announce(j, false)
+	if e.twinTarget[j] && e.holdsPieces(j) {
+		// A twin job its twins did not cover after all: announce it now
+		// (announce skipped it).
+		delete(e.twinTarget, j)
+		e.announce(j)
+	}
+	if hs, ok := e.heldSource(j); ok && writeRef != nil {
+		run := e.runs[j]
+		if run != nil {
+			delete(e.runs, j) // started ahead
+		} else if run, err = e.newRun(j, hs); err != nil {
+			return err
+		}
+		return e.convertHeld(run, write, writeRef)
 	}
 	src := jobSource{raw: raw, dt: info.DType}
 	if f, base, _ := raw.Outer(); f != nil {
 		src.remote, _ = f.(PieceConverter)
-		if h, ok := f.(PieceHolder); ok && writeRef != nil && h.CanHold() {
-			src.hold = h
-		}
 		src.base = base
-	}
-	if src.hold != nil {
-		run := e.runs[j]
-		if run != nil {
-			delete(e.runs, j) // started ahead
-		} else if run, err = e.newRun(j, src); err != nil {
-			return err
-		}
-		return e.convertHeld(run, write, writeRef)
 	}
 	groups := 1
 	if j.enc == encQuant {
@@ -458,8 +456,8 @@ type readAheader interface{ ReadAhead(pieces [][2]int64) }
 // needed; it returns how many bytes it announced. Jobs are announced ahead
 // (see encode), so the next tensors' pieces are on their way while the
 // current one is converted. A twin job that its twins will cover is not
-// announced (skipTwins) unless they turn out not to (convert).
-func (e *encoder) announce(j *job, skipTwins bool) int64 {
+// announced, unless they turn out not to (convert).
+func (e *encoder) announce(j *job) int64 {
 	if e.reference || (e.cacheIn != nil && e.base != nil && j.src == e.base) {
 		return 0 // not read through the fast path
 	}
@@ -467,11 +465,7 @@ func (e *encoder) announce(j *job, skipTwins bool) int64 {
 	if !ok || !info.DType.IsFloat() || j.vector {
 		return 0
 	}
-	if skipTwins && e.twinTarget[j] && e.holdsPieces(j) {
-		if e.unannounced == nil {
-			e.unannounced = map[*job]bool{}
-		}
-		e.unannounced[j] = true
+	if e.twinTarget[j] && e.holdsPieces(j) {
 		return 0
 	}
 	raw, err := j.src.Raw(j.tensor)

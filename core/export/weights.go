@@ -308,12 +308,11 @@ type encoder struct {
 	twinMu     sync.Mutex
 
 	// Held batches in flight across jobs (ahead.go), and announcements.
-	jobs        []*job // the partition's jobs being encoded, in plan order
-	cur         int    // index in jobs of the job being encoded
-	canRef      bool   // the partition's output takes references
-	runs        map[*job]*heldRun
-	inFlight    int
-	unannounced map[*job]bool // twin jobs not announced (announce)
+	jobs     []*job // the partition's jobs being encoded, in plan order
+	cur      int    // index in jobs of the job being encoded
+	canRef   bool   // the partition's output takes references
+	runs     map[*job]*heldRun
+	inFlight int
 }
 
 // encode writes every job of the plan to bw in plan order.
@@ -346,7 +345,7 @@ func (e *encoder) encode(w *weightPlan, bw *milblob.Writer) error {
 			ahead -= sizes[k]
 		}
 		for ann < len(jobs) && (ann <= k || ahead < announceAhead) {
-			sizes[ann] = e.announce(jobs[ann], true)
+			sizes[ann] = e.announce(jobs[ann])
 			if ann > k {
 				ahead += sizes[ann]
 			}
@@ -491,10 +490,17 @@ func (e *encoder) encodeJob(j *job, bw0 *milblob.Writer) error {
 	}
 	bw := blobWriter{e: e, bw: bw0, tee: isBase && e.cacheOut != nil}
 	var writeRef func(key string, ref any, n int64) error
-	if !bw.tee && bw0.CanWriteRef() {
+	if e.takesRefs(j) {
 		writeRef = bw0.WriteRef
 	}
 	return e.convert(j, bw.write, writeRef)
+}
+
+// takesRefs reports whether j's blobs may be written by reference: the
+// partition's output takes references (canRef) and no base cache needs
+// the bytes.
+func (e *encoder) takesRefs(j *job) bool {
+	return e.canRef && !(e.base != nil && j.src == e.base && e.cacheOut != nil)
 }
 
 // read fills vals with rows [r, r+n) of the job's slice of its source.
