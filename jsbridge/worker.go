@@ -64,14 +64,13 @@ func RegisterWorker(global js.Value, name string) {
 		}
 		scales = grow(scales, p.ScaleBytes())
 		n := p.OutBytes()
-		jo := js.Null()
+		var jo js.Value
 		if spare.InstanceOf(arrayBuffer) && spare.Get("byteLength").Int() >= n {
 			jo = u8.New(spare, 0, n)
+		} else {
+			jo = u8.New(n)
 		}
 		if simd != nil {
-			if jo.IsNull() {
-				jo = u8.New(n)
-			}
 			ok, err := simd.quantize(p, bytes, scales, jo)
 			if err != nil {
 				return nil, err
@@ -86,9 +85,6 @@ func RegisterWorker(global js.Value, name string) {
 		js.CopyBytesToGo(src, bytes)
 		if err := c.Convert(p, src, out, scales); err != nil {
 			return nil, err
-		}
-		if jo.IsNull() {
-			jo = u8.New(n)
 		}
 		js.CopyBytesToJS(jo, out)
 		js_ := u8.New(len(scales))

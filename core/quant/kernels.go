@@ -155,19 +155,20 @@ func EncodeF16(dst, src []byte, f Format) bool {
 		r2, r3 := (b2+0xfff+(b2>>13)&1)&^0x1fff, (b3+0xfff+(b3>>13)&1)&^0x1fff
 		if max((b0>>23)&0xff-113, (b1>>23)&0xff-113, (b2>>23)&0xff-113, (b3>>23)&0xff-113) > 142-113 ||
 			max((r0>>23)&0xff, (r1>>23)&0xff, (r2>>23)&0xff, (r3>>23)&0xff) > 142 {
-			for k := i; k < i+4; k++ {
-				h, ok := f32BitsToF16(binary.LittleEndian.Uint32(src[4*k:]))
-				if !ok {
-					return false
-				}
-				binary.LittleEndian.PutUint16(dst[2*k:], h)
+			if !encodeF32ToF16(dst[2*i:2*i+8], s) {
+				return false
 			}
 			continue
 		}
 		binary.LittleEndian.PutUint64(dst[2*i:], uint64(normalF16(r0))|uint64(normalF16(r1))<<16|
 			uint64(normalF16(r2))<<32|uint64(normalF16(r3))<<48)
 	}
-	for ; i < n; i++ {
+	return encodeF32ToF16(dst[2*i:2*n], src[4*i:4*n])
+}
+
+// encodeF32ToF16 is EncodeF16's float32 case one value at a time.
+func encodeF32ToF16(dst, src []byte) bool {
+	for i := 0; 4*i+4 <= len(src); i++ {
 		h, ok := f32BitsToF16(binary.LittleEndian.Uint32(src[4*i:]))
 		if !ok {
 			return false
