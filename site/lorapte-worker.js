@@ -124,18 +124,6 @@ async function startConverter(msg) {
 let ports = null; // to each converter
 const files = new Map(); // id → {file, tag}: each File is sent once per export
 
-async function read(msg) {
-  const f = files.get(msg.fid);
-  const to = ports[msg.to];
-  try {
-    if (!f) throw new Error(`file ${msg.fid} was not sent`);
-    const buf = await f.file.slice(msg.offset, msg.offset + msg.n).arrayBuffer();
-    to.postMessage({ id: msg.id, tag: msg.tag, buf }, [buf]);
-  } catch (e) {
-    to.postMessage({ id: msg.id, tag: msg.tag, error: String((e && e.message) || e) });
-  }
-}
-
 // readSpan reads pieces that follow each other in a file by one read (a
 // File read costs the browser per call as well as per byte). A converter
 // that gets every piece gets the whole buffer; otherwise each gets copies.
@@ -264,7 +252,6 @@ self.onmessage = (e) => {
     case 'start': startConverter(msg); break;
     case 'reader': ports = msg.ports; postMessage({ ready: true }); break;
     case 'file': files.set(msg.fid, { file: msg.file, tag: msg.tag }); break;
-    case 'fetch': read(msg); break;
     case 'span': readSpan(msg); break;
     case 'convert': if (conv) convert(msg); else queue.push(msg); break;
     case 'emit': emit(msg); break;

@@ -157,11 +157,7 @@
        * convert.
        */
       fetch(file, offset, n, tag) {
-        const k = turn++ % converters.length;
-        const id = next++;
-        const fid = fileId(file, tag, id);
-        reader.worker.postMessage({ op: 'fetch', id, fid, offset, n, tag, to: k });
-        return { w: k, id, tag };
+        return this.fetchSpan(file, offset, [n], tag)[0];
       },
       /**
        * The reader reads pieces that follow each other in file from offset
